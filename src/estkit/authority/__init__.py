@@ -1,0 +1,1 @@
+"""The certificate authority: decides whether a request may be granted, signs, and records."""

@@ -1,0 +1,44 @@
+"""Who is asking, and over what channel: what the server hands the authority with a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from cryptography import x509
+
+OWN_ANCHOR = "estkit"
+"""The anchor name of certificates issued by this CA, as used in a label's allow_anchors."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated requester: a Basic user or the holder of a TLS client certificate."""
+
+    name: str
+    method: Literal["basic", "certificate"]
+    labels: tuple[str, ...] | None = None
+    """Labels a user may enroll on (None: every label). Certificates are limited by anchors."""
+    anchor: str | None = None
+    """For certificates: OWN_ANCHOR, or the name of the third-party anchor that issued it."""
+    certificate: x509.Certificate | None = None
+    once: bool = False
+    """A one-time bootstrap secret: consumed by the first enrollment it authorizes."""
+
+    def describe(self) -> str:
+        """How the identity appears in logs and records (never a secret)."""
+        if self.method == "basic":
+            return f"user:{self.name}"
+        serial = format(self.certificate.serial_number, "x") if self.certificate else "?"
+        return f"cert:{self.anchor}:{serial}:{self.name}"
+
+
+@dataclass(frozen=True)
+class Channel:
+    """Facts about the TLS connection the request arrived on."""
+
+    tls_version: str
+    tls_unique: bytes | None
+    peer_certificate: x509.Certificate | None
+    peer_anchor: str | None
+    """Which anchor issued the peer certificate (OWN_ANCHOR or a third-party name)."""

@@ -1,0 +1,119 @@
+"""Building and signing an end-entity certificate from an accepted request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import AuthorityInformationAccessOID
+
+from estkit.authority.ca import CertificateAuthority
+from estkit.authority.checks import requested_sans
+from estkit.authority.keys import signature_hash
+from estkit.authority.profile import Profile
+
+CLOCK_SKEW_ALLOWANCE = timedelta(minutes=5)
+"""notBefore is backdated this much so devices with slightly slow clocks accept the cert."""
+
+
+@dataclass(frozen=True)
+class PublicUrls:
+    """Where relying parties fetch CA certificates and CRLs (the plain-HTTP listener)."""
+
+    http_base: str
+
+    def ca_certificate(self, ca_id: str) -> str:
+        return f"{self.http_base}/ca/{ca_id}.crt"
+
+    def crl(self, ca_id: str) -> str:
+        return f"{self.http_base}/crl/{ca_id}.crl"
+
+
+def _key_usage(csr: x509.CertificateSigningRequest) -> x509.KeyUsage:
+    is_rsa = isinstance(csr.public_key(), rsa.RSAPublicKey)
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=is_rsa,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def validity_window(
+    ca: CertificateAuthority, profile: Profile, now: datetime
+) -> tuple[datetime, datetime]:
+    """(notBefore, notAfter) from the profile, never outside the issuing CA's own validity."""
+    not_before = max(now - CLOCK_SKEW_ALLOWANCE, ca.issuing.not_valid_before_utc)
+    not_after = min(now + profile.validity, ca.issuing.not_valid_after_utc)
+    return not_before.replace(microsecond=0), not_after.replace(microsecond=0)
+
+
+def build_certificate(
+    ca: CertificateAuthority,
+    csr: x509.CertificateSigningRequest,
+    profile: Profile,
+    serial: int,
+    now: datetime,
+    urls: PublicUrls,
+) -> x509.Certificate:
+    """Sign the CSR's subject and key with the profile's extensions; nothing else is copied."""
+    not_before, not_after = validity_window(ca, profile, now)
+    public_key = csr.public_key()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(ca.issuing.subject)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(csr), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.issuing_key.public_key()),
+            critical=False,
+        )
+        .add_extension(
+            x509.CRLDistributionPoints(
+                [
+                    x509.DistributionPoint(
+                        full_name=[x509.UniformResourceIdentifier(urls.crl(ca.issuing_id))],
+                        relative_name=None,
+                        reasons=None,
+                        crl_issuer=None,
+                    )
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityInformationAccess(
+                [
+                    x509.AccessDescription(
+                        AuthorityInformationAccessOID.CA_ISSUERS,
+                        x509.UniformResourceIdentifier(urls.ca_certificate(ca.issuing_id)),
+                    )
+                ]
+            ),
+            critical=False,
+        )
+    )
+    if profile.eku_oids:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage(list(profile.eku_oids)), critical=False
+        )
+    sans = requested_sans(csr)
+    if sans:
+        # RFC 5280 §4.2.1.6: with an empty subject the SAN extension must be critical.
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(sans), critical=len(csr.subject) == 0
+        )
+    return builder.sign(ca.issuing_key, signature_hash(ca.issuing_key))

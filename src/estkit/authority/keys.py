@@ -1,0 +1,102 @@
+"""Key types: generation by name, describing a public key, and key files kept private."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificateIssuerPublicKeyTypes,
+    CertificatePublicKeyTypes,
+)
+
+KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519")
+CURVES: dict[str, type[ec.EllipticCurve]] = {"ec-p256": ec.SECP256R1, "ec-p384": ec.SECP384R1}
+CURVE_KEY_TYPES = {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}
+
+
+def generate_key(key_type: str) -> CertificateIssuerPrivateKeyTypes:
+    """A fresh private key of one of :data:`KEY_TYPES`."""
+    if key_type in CURVES:
+        return ec.generate_private_key(CURVES[key_type]())
+    if key_type.startswith("rsa-") and key_type in KEY_TYPES:
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
+    if key_type == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
+
+
+def describe_public_key(key: CertificatePublicKeyTypes) -> str:
+    """A short human name for a public key: 'RSA 2048', 'EC secp256r1', 'Ed25519'."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA {key.key_size}"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC {key.curve.name}"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519"
+    return type(key).__name__.removeprefix("_").replace("PublicKey", "") or "unknown"
+
+
+def signature_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm | None:
+    """The hash a CA signs with for its key: SHA-384 for P-384, none for Ed25519, else SHA-256."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def spki_sha256(key: CertificateIssuerPublicKeyTypes | CertificatePublicKeyTypes) -> str:
+    """Hex SHA-256 of the DER SubjectPublicKeyInfo: the key's fingerprint in the store."""
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(
+        key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return digest.finalize().hex()
+
+
+def write_private_key(path: Path, key: CertificateIssuerPrivateKeyTypes) -> None:
+    """Write a PKCS#8 PEM key readable by its owner only; never replaces an existing file."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+class KeyFileError(Exception):
+    """A key file is missing, unreadable, of the wrong kind, or readable by others."""
+
+
+def load_private_key(path: Path) -> CertificateIssuerPrivateKeyTypes:
+    """Load a PEM private key, refusing one that group or others may read."""
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"key file {path} has mode {stat.S_IMODE(mode):04o}; private keys must be 0600 "
+            f"(chmod 600 {path})"
+        )
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"key file {path} is not an unencrypted PEM private key") from exc
+    if not isinstance(
+        key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+    ):
+        raise KeyFileError(f"key file {path} holds a {type(key).__name__}, not RSA, EC or Ed25519")
+    return key

@@ -1,0 +1,164 @@
+"""Creating an instance's PKI: root CA, issuing CA and the EST server's TLS certificate."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificateIssuerPublicKeyTypes,
+)
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from estkit.authority.keys import generate_key, signature_hash, write_private_key
+
+ROOT_VALIDITY = timedelta(days=20 * 365)
+ISSUING_VALIDITY = timedelta(days=10 * 365)
+TLS_VALIDITY = timedelta(days=397)
+
+
+@dataclass(frozen=True)
+class InstancePki:
+    """File names of a freshly created PKI, relative to the instance directory."""
+
+    root_cert: str = "ca/root.pem"
+    root_key: str = "ca/root.key"
+    issuing_cert: str = "ca/issuing.pem"
+    issuing_key: str = "ca/issuing.key"
+    tls_cert: str = "tls/server.pem"
+    tls_key: str = "tls/server.key"
+
+
+def _ca_certificate(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: CertificateIssuerPublicKeyTypes,
+    signer: CertificateIssuerPrivateKeyTypes,
+    issuer_public_key: CertificateIssuerPublicKeyTypes,
+    validity: timedelta,
+    path_length: int,
+    now: datetime,
+) -> x509.Certificate:
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public_key), critical=False
+        )
+    )
+    return builder.sign(signer, signature_hash(signer))
+
+
+def _hostname_san(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def tls_server_certificate(
+    hostnames: list[str],
+    key: CertificateIssuerPrivateKeyTypes,
+    issuing: x509.Certificate,
+    issuing_key: CertificateIssuerPrivateKeyTypes,
+    now: datetime,
+) -> x509.Certificate:
+    """The EST server's own certificate, issued by the issuing CA for the given names."""
+    not_after = min(now + TLS_VALIDITY, issuing.not_valid_after_utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])]))
+        .issuer_name(issuing.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([_hostname_san(h) for h in hostnames]), critical=False
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuing_key.public_key()),
+            critical=False,
+        )
+    )
+    return builder.sign(issuing_key, signature_hash(issuing_key))
+
+
+def _write_pem(path: Path, cert: x509.Certificate) -> None:
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def create_pki(
+    directory: Path, ca_name: str, key_type: str, hostnames: list[str], now: datetime | None = None
+) -> tuple[InstancePki, x509.Certificate]:
+    """Create the root, issuing CA and TLS certificate under directory; returns the TLS cert."""
+    now = now or datetime.now(UTC)
+    files = InstancePki()
+    (directory / "ca").mkdir(mode=0o700)
+    (directory / "tls").mkdir(mode=0o700)
+
+    root_key = generate_key(key_type)
+    root_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ca_name),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{ca_name} Root CA"),
+        ]
+    )
+    root = _ca_certificate(
+        root_name, root_name, root_key.public_key(), root_key, root_key.public_key(),
+        ROOT_VALIDITY, 1, now,
+    )
+    issuing_key = generate_key(key_type)
+    issuing_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ca_name),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{ca_name} Issuing CA"),
+        ]
+    )
+    issuing = _ca_certificate(
+        issuing_name, root_name, issuing_key.public_key(), root_key, root_key.public_key(),
+        ISSUING_VALIDITY, 0, now,
+    )
+    tls_key = generate_key(key_type)
+    tls_cert = tls_server_certificate(hostnames, tls_key, issuing, issuing_key, now)
+
+    write_private_key(directory / files.root_key, root_key)
+    write_private_key(directory / files.issuing_key, issuing_key)
+    write_private_key(directory / files.tls_key, tls_key)
+    _write_pem(directory / files.root_cert, root)
+    _write_pem(directory / files.issuing_cert, issuing)
+    (directory / files.tls_cert).write_bytes(
+        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (tls_cert, issuing))
+    )
+    return files, tls_cert

@@ -1,0 +1,153 @@
+"""A label's issuance profile: what it asks for in CSRs, what it accepts, and what it signs.
+
+Each ``[labels.<name>]`` table of estkit.toml (and the ``[profile]`` table for the unlabelled
+path) becomes one :class:`Profile`; every field has a default so a one-key table is valid.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from typing import Any
+
+from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+EKU_NAMES: dict[str, ObjectIdentifier] = {
+    "serverAuth": ExtendedKeyUsageOID.SERVER_AUTH,
+    "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH,
+    "codeSigning": ExtendedKeyUsageOID.CODE_SIGNING,
+    "emailProtection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
+    "timeStamping": ExtendedKeyUsageOID.TIME_STAMPING,
+    "ocspSigning": ExtendedKeyUsageOID.OCSP_SIGNING,
+    "ipsecIKE": ExtendedKeyUsageOID.IPSEC_IKE,
+}
+PROFILE_KEY_TYPES = ("rsa", "ec-p256", "ec-p384", "ed25519")
+SAN_TYPES = ("dns", "ip")
+OPERATION_NAMES = frozenset(
+    {"cacerts", "simpleenroll", "simplereenroll", "csrattrs", "serverkeygen", "fullcmc"}
+)
+LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+DEFAULT_LABEL = ""
+_DURATION = re.compile(r"(\d+)([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ProfileError(ValueError):
+    """A profile setting is invalid; carries the key so the message can name it."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90d', '12h', '30m', '3600s' -> timedelta."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration such as '90d', '12h', '30m' or '600s'")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Issuance policy and certificate content for one label."""
+
+    label: str = DEFAULT_LABEL
+    validity: timedelta = timedelta(days=365)
+    key_types: tuple[str, ...] = PROFILE_KEY_TYPES
+    rsa_min_bits: int = 2048
+    extended_key_usage: tuple[str, ...] = ("clientAuth",)
+    require_subject: bool = True
+    cn_must_equal_identity: bool = False
+    allowed_cn: tuple[str, ...] = ("*",)
+    san_types: tuple[str, ...] = ()
+    allowed_dns: tuple[str, ...] = ("*",)
+    allowed_ips: tuple[IpNetwork, ...] = (
+        ipaddress.ip_network("0.0.0.0/0"),
+        ipaddress.ip_network("::/0"),
+    )
+    allow_users: tuple[str, ...] = ("*",)
+    allow_anchors: tuple[str, ...] = ("estkit",)
+    require_pop: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def eku_oids(self) -> tuple[ObjectIdentifier, ...]:
+        return tuple(EKU_NAMES[name] for name in self.extended_key_usage)
+
+
+def _string_list(key: str, value: Any, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ProfileError(key, "must be a list of strings")
+    if allowed is not None:
+        for item in value:
+            if item not in allowed:
+                raise ProfileError(key, f"{item!r} is not one of {', '.join(allowed)}")
+    return tuple(value)
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ProfileError(key, "must be true or false")
+    return value
+
+
+def parse_profile(label: str, table: Mapping[str, Any]) -> Profile:
+    """Build a Profile from a TOML table, naming the first bad key."""
+    if label != DEFAULT_LABEL:
+        if label in OPERATION_NAMES:
+            raise ProfileError(label, "a label cannot be named after an EST operation")
+        if LABEL_PATTERN.fullmatch(label) is None:
+            raise ProfileError(
+                label, "labels are 1-64 characters of A-Z a-z 0-9 . _ - (starting alphanumeric)"
+            )
+    values: dict[str, Any] = {"label": label}
+    known = {f.name for f in fields(Profile)} - {"label", "extra"}
+    for key, value in table.items():
+        if key not in known:
+            raise ProfileError(key, f"unknown setting (known: {', '.join(sorted(known))})")
+        values[key] = _parse_setting(key, value)
+    return Profile(**values)
+
+
+def _parse_setting(key: str, value: Any) -> Any:  # noqa: PLR0911 - one branch per setting
+    if key == "validity":
+        if not isinstance(value, str):
+            raise ProfileError(key, "must be a duration string such as '90d'")
+        try:
+            duration = parse_duration(value)
+        except ValueError as exc:
+            raise ProfileError(key, str(exc)) from exc
+        if duration < timedelta(minutes=1):
+            raise ProfileError(key, "must be at least one minute")
+        return duration
+    if key == "key_types":
+        types = _string_list(key, value, PROFILE_KEY_TYPES)
+        if not types:
+            raise ProfileError(key, "must allow at least one key type")
+        return types
+    if key == "rsa_min_bits":
+        if not isinstance(value, int) or isinstance(value, bool) or not 2048 <= value <= 16384:
+            raise ProfileError(key, "must be an integer from 2048 to 16384")
+        return value
+    if key == "extended_key_usage":
+        return _string_list(key, value, tuple(EKU_NAMES))
+    if key == "san_types":
+        return _string_list(key, value, SAN_TYPES)
+    if key in ("allowed_cn", "allowed_dns", "allow_users", "allow_anchors"):
+        return _string_list(key, value)
+    if key == "allowed_ips":
+        networks = []
+        for item in _string_list(key, value):
+            try:
+                networks.append(ipaddress.ip_network(item))
+            except ValueError as exc:
+                raise ProfileError(key, str(exc)) from exc
+        return tuple(networks)
+    return _bool(key, value)

@@ -1,0 +1,185 @@
+"""The authority: applies a label's checks, signs, and records the result in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ObjectIdentifier, SignatureAlgorithmOID
+
+from estkit.authority.ca import CertificateAuthority, is_issued_by
+from estkit.authority.checks import CHECKS, requested_sans, same_key
+from estkit.authority.identity import OWN_ANCHOR
+from estkit.authority.issue import PublicUrls, build_certificate
+from estkit.authority.keys import spki_sha256
+from estkit.authority.profile import Profile
+from estkit.authority.request import EnrollmentRequest
+from estkit.errors import AuthenticationRequired, Forbidden, NotFound, ServiceUnavailable
+from estkit.store import (
+    AuditEvent,
+    CertificateRecord,
+    OnceSecretConsumed,
+    SerialCollision,
+    Store,
+)
+from estkit.wire.csrattrs import CsrAttribute, CsrAttrItem, oid_value
+
+Clock = Callable[[], datetime]
+
+OID_CHALLENGE_PASSWORD = "1.2.840.113549.1.9.7"
+OID_EXTENSION_REQUEST = "1.2.840.113549.1.9.14"
+OID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
+OID_RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
+OID_ED25519 = "1.3.101.112"
+OID_SUBJECT_ALT_NAME = "2.5.29.17"
+CURVE_OIDS = {"ec-p256": "1.2.840.10045.3.1.7", "ec-p384": "1.3.132.0.34"}
+EC_SIGNATURES: dict[str, ObjectIdentifier] = {
+    "ec-p256": SignatureAlgorithmOID.ECDSA_WITH_SHA256,
+    "ec-p384": SignatureAlgorithmOID.ECDSA_WITH_SHA384,
+}
+SERIAL_ATTEMPTS = 5
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def serial_hex(serial: int) -> str:
+    return format(serial, "x")
+
+
+def san_strings(names: Sequence[x509.GeneralName]) -> tuple[str, ...]:
+    kinds = {x509.DNSName: "DNS", x509.IPAddress: "IP", x509.RFC822Name: "email"}
+    return tuple(f"{kinds.get(type(n), type(n).__name__)}:{n.value}" for n in names)
+
+
+class Authority:
+    """The CA's decisions: which requests are granted, what is signed, what is recorded."""
+
+    def __init__(
+        self,
+        ca: CertificateAuthority,
+        profiles: Mapping[str, Profile],
+        store: Store,
+        urls: PublicUrls,
+        anchors: Mapping[str, Sequence[x509.Certificate]] | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.ca = ca
+        self.profiles = dict(profiles)
+        self.store = store
+        self.urls = urls
+        self.anchors = dict(anchors or {})
+        self.clock = clock
+
+    def profile(self, label: str) -> Profile:
+        try:
+            return self.profiles[label]
+        except KeyError:
+            raise NotFound(f"no EST label '{label}' is configured on this server") from None
+
+    # What clients are told -----------------------------------------------------------------
+
+    def csr_attributes(self, label: str) -> tuple[CsrAttrItem, ...]:
+        """RFC 7030 §4.5: what the label's profile wants to see in a CSR (may be nothing)."""
+        profile = self.profile(label)
+        items: list[CsrAttrItem] = []
+        if profile.require_pop:
+            items.append(OID_CHALLENGE_PASSWORD)
+        items.extend(_key_type_attributes(profile.key_types))
+        if profile.san_types:
+            items.append(CsrAttribute(OID_EXTENSION_REQUEST, (oid_value(OID_SUBJECT_ALT_NAME),)))
+        return tuple(items)
+
+    # Who is asking ---------------------------------------------------------------------------
+
+    def certificate_anchor(self, cert: x509.Certificate) -> str:
+        """Which anchor issued a TLS client certificate; refuses revoked or unknown ones."""
+        now = self.clock()
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise Forbidden("the TLS client certificate is not currently valid")
+        if is_issued_by(cert, self.ca.issuing):
+            record = self.store.certificate(serial_hex(cert.serial_number))
+            if record is None or record.der != cert.public_bytes(Encoding.DER):
+                raise Forbidden("the TLS client certificate is not in this CA's records")
+            if record.status == "revoked":
+                raise Forbidden("certificate revoked")
+            return OWN_ANCHOR
+        for name, anchor_certs in self.anchors.items():
+            if any(is_issued_by(cert, anchor) or cert == anchor for anchor in anchor_certs):
+                return name
+        raise Forbidden("the TLS client certificate is not issued by a configured trust anchor")
+
+    # Issuing ----------------------------------------------------------------------------------
+
+    def enroll(self, request: EnrollmentRequest) -> x509.Certificate:
+        """Check, sign and durably record; the certificate exists only if this returns."""
+        profile = self.profile(request.label)
+        for check in CHECKS:
+            check(request, profile)
+        kind = "enroll"
+        replaces = None
+        if request.renewing is not None:
+            kind = "renew" if same_key(request.csr, request.renewing) else "rekey"
+            replaces = serial_hex(request.renewing.serial_number)
+        identity = request.identity
+        for _ in range(SERIAL_ATTEMPTS):
+            now = self.clock()
+            serial = x509.random_serial_number()
+            cert = build_certificate(self.ca, request.csr, profile, serial, now, self.urls)
+            record = CertificateRecord(
+                serial=serial_hex(serial),
+                label=request.label,
+                subject=cert.subject.rfc4514_string(),
+                sans=san_strings(requested_sans(request.csr)),
+                not_before=cert.not_valid_before_utc,
+                not_after=cert.not_valid_after_utc,
+                key_fingerprint=spki_sha256(cert.public_key()),
+                requester=identity.describe(),
+                kind=kind,
+                der=cert.public_bytes(Encoding.DER),
+                issuer_id=self.ca.issuing_id,
+                issued_at=now,
+                replaces_serial=replaces,
+            )
+            event = AuditEvent(
+                actor=identity.describe(),
+                action=f"certificate.{kind}",
+                subject=record.serial,
+                at=now,
+                source=request.source,
+                detail={"label": request.label, "subject": record.subject},
+            )
+            try:
+                self.store.record_certificate(
+                    record,
+                    consume_once_user=identity.name if identity.once else None,
+                    audit=event,
+                )
+            except SerialCollision:
+                continue
+            except OnceSecretConsumed:
+                raise AuthenticationRequired(
+                    "this one-time bootstrap secret has already been used"
+                ) from None
+            return cert
+        raise ServiceUnavailable("could not allocate a unique serial number; retry")
+
+
+def _key_type_attributes(key_types: Sequence[str]) -> list[CsrAttrItem]:
+    """Ask for a key type only when the profile allows exactly one family."""
+    if len(key_types) != 1:
+        if set(key_types) == {"ec-p256", "ec-p384"}:
+            return [OID_EC_PUBLIC_KEY]
+        return []
+    key_type = key_types[0]
+    if key_type in CURVE_OIDS:
+        return [
+            CsrAttribute(OID_EC_PUBLIC_KEY, (oid_value(CURVE_OIDS[key_type]),)),
+            EC_SIGNATURES[key_type].dotted_string,
+        ]
+    if key_type == "rsa":
+        return [OID_RSA_ENCRYPTION, SignatureAlgorithmOID.RSA_WITH_SHA256.dotted_string]
+    return [OID_ED25519]

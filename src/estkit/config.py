@@ -1,0 +1,236 @@
+"""estkit.toml: read into typed settings, validated at start, written by ``estkit init``.
+
+Every bad setting is refused with the file, the key and the reason.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from estkit.authority.profile import DEFAULT_LABEL, Profile, ProfileError, parse_profile
+
+CONFIG_NAME = "estkit.toml"
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid: names the file, the key and the reason."""
+
+    def __init__(self, path: Path, key: str, reason: str) -> None:
+        super().__init__(f"{path}: {key}: {reason}")
+        self.path = path
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8443
+    http_port: int = 8080
+    public_host: str = "localhost"
+    public_http_url: str = ""
+    """Base URL of the plain-HTTP listener put in certificates; default http://public_host:port."""
+    header_timeout: float = 15.0
+    body_timeout: float = 30.0
+    tls_handshake_timeout: float = 10.0
+    tls_max_version: str = "1.3"
+    retry_after: int = 5
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    directory: Path
+    server: ServerSettings
+    root_cert: Path
+    issuing_cert: Path
+    issuing_key: Path
+    tls_cert: Path
+    tls_key: Path
+    store_url: str
+    store_busy_timeout: float
+    profiles: Mapping[str, Profile]
+    anchors: Mapping[str, Path] = field(default_factory=dict)
+
+
+_SERVER_TYPES: dict[str, tuple[type, ...]] = {
+    "host": (str,),
+    "port": (int,),
+    "http_port": (int,),
+    "public_host": (str,),
+    "public_http_url": (str,),
+    "header_timeout": (int, float),
+    "body_timeout": (int, float),
+    "tls_handshake_timeout": (int, float),
+    "tls_max_version": (str,),
+    "retry_after": (int,),
+}
+
+
+def _table(path: Path, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(path, key, "must be a table")
+    return value
+
+
+def _server_settings(path: Path, table: Mapping[str, Any]) -> ServerSettings:
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        types = _SERVER_TYPES.get(key)
+        if types is None:
+            raise ConfigError(path, f"server.{key}", "unknown setting")
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise ConfigError(path, f"server.{key}", f"must be a {types[0].__name__}")
+        values[key] = value
+    settings = ServerSettings(**values)
+    for key in ("port", "http_port"):
+        port = getattr(settings, key)
+        if not 0 <= port <= 65535:
+            raise ConfigError(path, f"server.{key}", "must be a port number from 0 to 65535")
+    if settings.tls_max_version not in ("1.2", "1.3"):
+        raise ConfigError(path, "server.tls_max_version", "must be '1.2' or '1.3'")
+    for key in ("header_timeout", "body_timeout", "tls_handshake_timeout"):
+        if getattr(settings, key) <= 0:
+            raise ConfigError(path, f"server.{key}", "must be positive")
+    return settings
+
+
+def _path(path: Path, directory: Path, table: Mapping[str, Any], key: str, where: str) -> Path:
+    value = table.get(key)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, f"{where}.{key}", "must be a file path")
+    return directory / value
+
+
+def _store_url(path: Path, directory: Path, table: Mapping[str, Any]) -> str:
+    url = table.get("url", "sqlite:///estkit.db")
+    if not isinstance(url, str):
+        raise ConfigError(path, "store.url", "must be a database URL")
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url[len(prefix) :].startswith("/"):
+        return prefix + str((directory / url[len(prefix) :]).resolve())
+    if not url.startswith(("sqlite:", "postgresql")):
+        raise ConfigError(path, "store.url", "must be a sqlite:/// or postgresql:// URL")
+    return url
+
+
+def load_config(directory: Path) -> Config:
+    """Read and validate DIR/estkit.toml."""
+    path = directory / CONFIG_NAME
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, "-", "no estkit instance here; run 'estkit init' first") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "-", f"not valid TOML: {exc}") from None
+    known = {"server", "ca", "tls", "store", "profile", "labels", "anchors"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(path, key, f"unknown table (known: {', '.join(sorted(known))})")
+    ca = _table(path, data, "ca")
+    tls = _table(path, data, "tls")
+    store = _table(path, data, "store")
+    busy = store.get("busy_timeout", 5.0)
+    if not isinstance(busy, int | float) or isinstance(busy, bool) or busy <= 0:
+        raise ConfigError(path, "store.busy_timeout", "must be a positive number of seconds")
+    for key in store:
+        if key not in ("url", "busy_timeout"):
+            raise ConfigError(path, f"store.{key}", "unknown setting")
+
+    profiles: dict[str, Profile] = {}
+    try:
+        profiles[DEFAULT_LABEL] = parse_profile(DEFAULT_LABEL, _table(path, data, "profile"))
+    except ProfileError as exc:
+        raise ConfigError(path, f"profile.{exc.key}", exc.reason) from None
+    for label, table in _table(path, data, "labels").items():
+        if not isinstance(table, dict):
+            raise ConfigError(path, f"labels.{label}", "must be a table")
+        try:
+            profiles[label] = parse_profile(label, table)
+        except ProfileError as exc:
+            key = f"labels.{label}" if exc.key == label else f"labels.{label}.{exc.key}"
+            raise ConfigError(path, key, exc.reason) from None
+
+    anchors: dict[str, Path] = {}
+    for name, table in _table(path, data, "anchors").items():
+        if not isinstance(table, dict):
+            raise ConfigError(path, f"anchors.{name}", "must be a table")
+        anchor_file = _path(path, directory, table, "certificates", f"anchors.{name}")
+        if not anchor_file.is_file():
+            raise ConfigError(path, f"anchors.{name}.certificates", f"{anchor_file} not found")
+        anchors[name] = anchor_file
+    for profile in profiles.values():
+        for anchor in profile.allow_anchors:
+            if anchor != "estkit" and anchor not in anchors:
+                where = f"labels.{profile.label}" if profile.label else "profile"
+                raise ConfigError(
+                    path, f"{where}.allow_anchors", f"no [anchors.{anchor}] table is configured"
+                )
+
+    return Config(
+        path=path,
+        directory=directory,
+        server=_server_settings(path, _table(path, data, "server")),
+        root_cert=_path(path, directory, ca, "root_cert", "ca"),
+        issuing_cert=_path(path, directory, ca, "issuing_cert", "ca"),
+        issuing_key=_path(path, directory, ca, "issuing_key", "ca"),
+        tls_cert=_path(path, directory, tls, "cert", "tls"),
+        tls_key=_path(path, directory, tls, "key", "tls"),
+        store_url=_store_url(path, directory, store),
+        store_busy_timeout=float(busy),
+        profiles=profiles,
+        anchors=anchors,
+    )
+
+
+def default_config_text(public_host: str) -> str:
+    """The estkit.toml that ``estkit init`` writes: the default profile and two labels."""
+    return f"""\
+# estkit instance configuration. Every setting is documented in the README's reference.
+
+[server]
+host = "127.0.0.1"
+port = 8443
+http_port = 8080                 # plain-HTTP listener: CA certificates (AIA) and CRLs (CDP)
+public_host = "{public_host}"    # host name put in certificates' AIA and CRL URLs
+header_timeout = 15              # seconds for a client to send request headers (and idle keep-alive)
+body_timeout = 30                # seconds for a client to send the request body
+tls_max_version = "1.3"          # "1.2" for fleets whose labels require proof-of-possession linking
+
+[ca]
+root_cert = "ca/root.pem"
+issuing_cert = "ca/issuing.pem"
+issuing_key = "ca/issuing.key"
+
+[tls]
+cert = "tls/server.pem"
+key = "tls/server.key"
+
+[store]
+url = "sqlite:///estkit.db"
+
+# The profile of the unlabelled path /.well-known/est/
+[profile]
+validity = "365d"
+extended_key_usage = ["clientAuth"]
+
+# Devices: short-lived client certificates whose CN is the enrolling user's name.
+[labels.iot]
+validity = "30d"
+key_types = ["ec-p256"]
+extended_key_usage = ["clientAuth"]
+cn_must_equal_identity = true
+
+# Servers: TLS server certificates with DNS and IP subjectAltNames.
+[labels.server]
+validity = "90d"
+extended_key_usage = ["serverAuth"]
+san_types = ["dns", "ip"]
+allowed_dns = ["*"]
+allowed_ips = ["0.0.0.0/0", "::/0"]
+"""

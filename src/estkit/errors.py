@@ -1,0 +1,120 @@
+"""The one error hierarchy of the EST server side.
+
+Every failure a requester can cause or act on is a subclass of :class:`EstError` that carries
+the HTTP status it maps to and a plain-text reason a person can act on.  The server turns them
+into ``text/plain`` responses in one middleware; nothing else decides statuses.
+"""
+
+from __future__ import annotations
+
+
+class EstError(Exception):
+    """Base of every error that becomes an EST error response."""
+
+    status: int = 400
+    reason: str = "bad request"
+
+    def __init__(self, reason: str | None = None) -> None:
+        if reason is not None:
+            self.reason = reason
+        super().__init__(self.reason)
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers this error needs (e.g. WWW-Authenticate)."""
+        return {}
+
+
+class BadRequest(EstError):
+    """The request is malformed or asks for something the policy cannot grant (400)."""
+
+    status = 400
+
+
+class MalformedBase64(BadRequest):
+    """RFC 8951: bodies are base64 (RFC 4648); anything else cannot be decoded."""
+
+
+class MalformedDer(BadRequest):
+    """The decoded body is not a single DER value of the expected type."""
+
+
+class BadCsrSignature(BadRequest):
+    """RFC 2986: the CSR's signature must verify with its own public key."""
+
+
+class PolicyViolation(BadRequest):
+    """The CSR is well-formed but the label's profile cannot accept it; the reason names what."""
+
+
+class PopLinkingRequired(BadRequest):
+    """RFC 7030 §3.5: the CSR must carry the TLS channel's tls-unique as challengePassword."""
+
+
+class AuthenticationRequired(EstError):
+    """RFC 7030 §3.2.3: missing or wrong credentials get 401 with a Basic challenge."""
+
+    status = 401
+    reason = "authentication required"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Basic realm="estkit"'}
+
+
+class Forbidden(EstError):
+    """The identity is known but may not do this (label, subject, SAN, revoked certificate)."""
+
+    status = 403
+
+
+class NotFound(EstError):
+    """Unknown label or operation."""
+
+    status = 404
+
+
+class MethodNotAllowed(EstError):
+    """The operation exists but not with this HTTP method."""
+
+    status = 405
+
+    def __init__(self, reason: str, allowed: str) -> None:
+        super().__init__(reason)
+        self.allowed = allowed
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allowed}
+
+
+class RequestTimeout(EstError):
+    """The client was too slow sending its request."""
+
+    status = 408
+
+
+class PayloadTooLarge(EstError):
+    """Bodies are bounded: an EST request is a CSR, a few KiB at most."""
+
+    status = 413
+
+
+class UnsupportedMediaType(EstError):
+    """RFC 7030 §4.2.1: simpleenroll bodies are application/pkcs10."""
+
+    status = 415
+
+
+class ServiceUnavailable(EstError):
+    """The store could not durably record the result; nothing was issued, retry later."""
+
+    status = 503
+    reason = "the certificate store is unavailable; nothing was issued, retry later"
+
+    def __init__(self, reason: str | None = None, retry_after: int = 5) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

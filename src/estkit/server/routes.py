@@ -1,0 +1,235 @@
+"""RFC 7030 operations under /.well-known/est[/<label>]/<operation>."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from estkit.authority.checks import common_name
+from estkit.authority.identity import OWN_ANCHOR, Channel, Identity
+from estkit.authority.request import EnrollmentRequest
+from estkit.errors import (
+    AuthenticationRequired,
+    EstError,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
+from estkit.server.auth import parse_basic
+from estkit.server.context import CONTEXT, ServerContext
+from estkit.server.middleware import IDENTITY, LABEL
+from estkit.server.tls import peer_certificate
+from estkit.wire.base64body import decode_body, encode_body
+from estkit.wire.csr import load_csr
+from estkit.wire.csrattrs import encode_csrattrs
+from estkit.wire.pkcs7 import certs_only
+
+EST_PREFIX = "/.well-known/est"
+MAX_BODY_BYTES = 64 * 1024
+CACERTS_TYPE = "application/pkcs7-mime"
+CERTS_ONLY_TYPE = "application/pkcs7-mime; smime-type=certs-only"
+CSRATTRS_TYPE = "application/csrattrs"
+PKCS10_TYPE = "application/pkcs10"
+
+Operation = Callable[[web.Request, ServerContext, str], Awaitable[web.StreamResponse]]
+
+
+class NotOffered(EstError):
+    """An RFC 7030 operation this server does not offer."""
+
+    status = 501
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    handler: Operation
+
+
+def base64_response(der: bytes, content_type: str) -> web.Response:
+    """An EST success body: base64 DER with Content-Transfer-Encoding (RFC 8951 §3)."""
+    return web.Response(
+        body=encode_body(der),
+        headers={"Content-Type": content_type, "Content-Transfer-Encoding": "base64"},
+    )
+
+
+def channel_of(request: web.Request) -> Channel:
+    """TLS facts of the request's connection (the EST listener is TLS-only)."""
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        raise Forbidden("EST requires TLS")
+    version = ssl_object.version() or "unknown"
+    binding = ssl_object.get_channel_binding("tls-unique") if version == "TLSv1.2" else None
+    return Channel(
+        tls_version=version,
+        tls_unique=binding,
+        peer_certificate=peer_certificate(ssl_object),
+        peer_anchor=None,
+    )
+
+
+async def certificate_identity(ctx: ServerContext, channel: Channel) -> tuple[Identity, Channel]:
+    """Identity of the TLS client certificate holder (refused if revoked or unknown)."""
+    cert = channel.peer_certificate
+    assert cert is not None
+    anchor = await asyncio.to_thread(ctx.authority.certificate_anchor, cert)
+    name = common_name(cert.subject) or cert.subject.rfc4514_string()
+    identity = Identity(name=name, method="certificate", anchor=anchor, certificate=cert)
+    return identity, Channel(channel.tls_version, channel.tls_unique, cert, anchor)
+
+
+async def authenticate(
+    request: web.Request, ctx: ServerContext, channel: Channel, renewing: bool
+) -> tuple[Identity, Channel]:
+    """RFC 7030 §3.3: TLS client certificate and/or HTTP Basic, as the operation needs."""
+    credentials = parse_basic(request.headers.get("Authorization"))
+    if renewing:
+        if channel.peer_certificate is None:
+            raise Forbidden(
+                "simplereenroll requires the TLS client certificate being renewed; "
+                "connect with that certificate and its key"
+            )
+        identity, channel = await certificate_identity(ctx, channel)
+        if identity.anchor != OWN_ANCHOR:
+            raise Forbidden("simplereenroll needs a TLS client certificate issued by this CA")
+        return identity, channel
+    if credentials is not None:
+        user = await asyncio.to_thread(
+            ctx.accounts.authenticate, credentials.user, credentials.password
+        )
+        if user is None:
+            raise AuthenticationRequired("wrong user name or password")
+        return user, channel
+    if channel.peer_certificate is not None:
+        return await certificate_identity(ctx, channel)
+    raise AuthenticationRequired(
+        "enrollment requires HTTP Basic credentials or a TLS client certificate"
+    )
+
+
+async def read_body(request: web.Request, ctx: ServerContext) -> bytes:
+    """The request body, bounded in size (413) and in time (408); chunked bodies welcome."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the request body is over {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(ctx.settings.body_timeout):
+            while chunk := await request.content.read(MAX_BODY_BYTES + 1):
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise PayloadTooLarge(f"the request body is over {MAX_BODY_BYTES} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {ctx.settings.body_timeout:g} seconds"
+        ) from None
+    return b"".join(chunks)
+
+
+def require_content_type(request: web.Request, expected: str) -> None:
+    if "Content-Type" not in request.headers:
+        raise UnsupportedMediaType(f"the request has no Content-Type; send {expected}")
+    if request.content_type != expected:
+        raise UnsupportedMediaType(
+            f"Content-Type '{request.content_type}' is not accepted here; send {expected}"
+        )
+
+
+async def cacerts(request: web.Request, ctx: ServerContext, label: str) -> web.StreamResponse:
+    """RFC 7030 §4.1: the CA certificates, without authentication."""
+    return base64_response(certs_only(ctx.authority.ca.chain), CACERTS_TYPE)
+
+
+async def csrattrs(request: web.Request, ctx: ServerContext, label: str) -> web.StreamResponse:
+    """RFC 7030 §4.5: what to put in the CSR; 204 when the label asks for nothing."""
+    items = ctx.authority.csr_attributes(label)
+    if not items:
+        return web.Response(status=204)
+    return base64_response(encode_csrattrs(items), CSRATTRS_TYPE)
+
+
+async def _enroll(
+    request: web.Request, ctx: ServerContext, label: str, renewing: bool
+) -> web.StreamResponse:
+    channel = channel_of(request)
+    identity, channel = await authenticate(request, ctx, channel, renewing)
+    request[IDENTITY] = identity.describe()
+    require_content_type(request, PKCS10_TYPE)
+    csr = load_csr(decode_body(await read_body(request, ctx)))
+    enrollment = EnrollmentRequest(
+        label=label,
+        csr=csr,
+        identity=identity,
+        channel=channel,
+        renewing=identity.certificate if renewing else None,
+        source=request.remote or "",
+    )
+    cert = await asyncio.to_thread(ctx.authority.enroll, enrollment)
+    return base64_response(certs_only([cert]), CERTS_ONLY_TYPE)
+
+
+async def simpleenroll(
+    request: web.Request, ctx: ServerContext, label: str
+) -> web.StreamResponse:
+    """RFC 7030 §4.2.1."""
+    return await _enroll(request, ctx, label, renewing=False)
+
+
+async def simplereenroll(
+    request: web.Request, ctx: ServerContext, label: str
+) -> web.StreamResponse:
+    """RFC 7030 §4.2.2: renew or rekey with the current certificate over mutual TLS."""
+    return await _enroll(request, ctx, label, renewing=True)
+
+
+async def not_offered(request: web.Request, ctx: ServerContext, label: str) -> web.StreamResponse:
+    operation = request.path.rstrip("/").rsplit("/", 1)[-1]
+    raise NotOffered(f"{operation} is not offered by this server")
+
+
+ROUTES: dict[str, Route] = {
+    "cacerts": Route("GET", cacerts),
+    "csrattrs": Route("GET", csrattrs),
+    "simpleenroll": Route("POST", simpleenroll),
+    "simplereenroll": Route("POST", simplereenroll),
+    "serverkeygen": Route("POST", not_offered),
+    "fullcmc": Route("POST", not_offered),
+}
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Resolve label and operation, enforce the method, run the operation."""
+    ctx = request.app[CONTEXT]
+    parts = request.match_info["tail"].split("/")
+    if len(parts) == 1:
+        label, operation = "", parts[0]
+    elif len(parts) == 2 and parts[0]:
+        label, operation = parts
+    else:
+        raise NotFound(f"no EST resource at {request.path}")
+    if label:
+        ctx.authority.profile(label)  # 404 for an unknown label
+    request[LABEL] = label
+    route = ROUTES.get(operation)
+    if route is None:
+        raise NotFound(
+            f"unknown EST operation '{operation}'; operations: {', '.join(ROUTES)}"
+        )
+    if request.method != route.method:
+        raise MethodNotAllowed(
+            f"{operation} takes {route.method}, not {request.method}", route.method
+        )
+    return await route.handler(request, ctx, label)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_route("*", EST_PREFIX + "/{tail:.*}", dispatch)

@@ -1,0 +1,108 @@
+"""Running an instance: load configuration and keys, open the store, serve both listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from aiohttp import web
+
+from estkit.authority.accounts import Accounts
+from estkit.authority.ca import CertificateAuthority, load_pem_certificates
+from estkit.authority.issue import PublicUrls
+from estkit.authority.service import Authority
+from estkit.config import Config
+from estkit.server.app import make_est_app
+from estkit.server.context import ServerContext
+from estkit.server.public import make_public_app
+from estkit.server.tls import server_context
+from estkit.store import Store
+
+log = logging.getLogger("estkit.server")
+
+
+@dataclass(frozen=True)
+class Listening:
+    """Where the instance ended up listening (ports may have been 0 = any free port)."""
+
+    https_url: str
+    http_url: str
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=1024, reuse_port=False)
+    sock.setblocking(False)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def _runner(app: web.Application, keepalive_timeout: float) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=keepalive_timeout)
+    await runner.setup()
+    return runner
+
+
+async def serve(config: Config, on_ready: Callable[[Listening], None]) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    settings = config.server
+    store = Store(config.store_url, busy_timeout=config.store_busy_timeout)
+    store.create_schema()
+    ca = CertificateAuthority.load(config.root_cert, config.issuing_cert, config.issuing_key)
+    anchors = {name: load_pem_certificates(path) for name, path in config.anchors.items()}
+    trust = [ca.root, ca.issuing] + [cert for certs in anchors.values() for cert in certs]
+    tls = server_context(config.tls_cert, config.tls_key, trust, settings.tls_max_version)
+    loop = asyncio.get_running_loop()
+
+    # Bind first: the plain-HTTP port goes into the URLs of every certificate issued.
+    http_socket = _listening_socket(settings.host, settings.http_port)
+    https_socket = _listening_socket(settings.host, settings.port)
+    http_port = http_socket.getsockname()[1]
+    public_base = settings.public_http_url.rstrip("/") or (
+        f"http://{_url_host(settings.public_host)}:{http_port}"
+    )
+    authority = Authority(ca, config.profiles, store, PublicUrls(public_base), anchors)
+    context = ServerContext(authority=authority, accounts=Accounts(store), settings=settings)
+
+    public_runner = await _runner(make_public_app(context), settings.header_timeout)
+    est_runner = await _runner(make_est_app(context), settings.header_timeout)
+    http_server = await loop.create_server(public_runner.server, sock=http_socket)
+    https_server = await loop.create_server(
+        est_runner.server,
+        sock=https_socket,
+        ssl=tls,
+        ssl_handshake_timeout=settings.tls_handshake_timeout,
+    )
+    host = _url_host(settings.host)
+    https_port = https_socket.getsockname()[1]
+    on_ready(Listening(f"https://{host}:{https_port}", f"http://{host}:{http_port}"))
+
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        for server in (https_server, http_server):
+            server.close()
+        await est_runner.cleanup()
+        await public_runner.cleanup()
+        store.close()
+
+
+def with_overrides(config: Config, host: str | None, port: int | None) -> Config:
+    """The configuration with command-line host/port taking precedence."""
+    server = config.server
+    if host is not None:
+        server = replace(server, host=host)
+    if port is not None:
+        server = replace(server, port=port)
+    return replace(config, server=server)
