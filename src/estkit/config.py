@@ -196,11 +196,16 @@ def default_config_text(public_host: str) -> str:
 [server]
 host = "127.0.0.1"
 port = 8443
-http_port = 8080                 # plain-HTTP listener: CA certificates (AIA) and CRLs (CDP)
-public_host = "{public_host}"    # host name put in certificates' AIA and CRL URLs
-header_timeout = 15              # seconds for a client to send request headers (and idle keep-alive)
-body_timeout = 30                # seconds for a client to send the request body
-tls_max_version = "1.3"          # "1.2" for fleets whose labels require proof-of-possession linking
+# Plain-HTTP listener for CA certificates (AIA) and CRLs (CDP); never serves EST.
+http_port = 8080
+# Host name put in issued certificates' AIA and CRL URLs.
+public_host = "{public_host}"
+# Seconds a client has to send its request headers (also the keep-alive idle time).
+header_timeout = 15
+# Seconds a client has to send its request body.
+body_timeout = 30
+# "1.2" for fleets whose labels require proof-of-possession linking (tls-unique).
+tls_max_version = "1.3"
 
 [ca]
 root_cert = "ca/root.pem"

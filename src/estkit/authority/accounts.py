@@ -25,9 +25,7 @@ from estkit.store import AuditEvent, Store, UserRecord
 
 GENERATED_SECRET_BYTES = 18
 _VERIFIED_CACHE_SIZE = 4096
-_NAME_CHARACTERS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-+"
-)
+_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-+")
 
 
 def generate_secret() -> str:

@@ -119,9 +119,7 @@ def check_key(request: EnrollmentRequest, profile: Profile) -> None:
         if "ed25519" not in profile.key_types:
             raise PolicyViolation(f"Ed25519 keys are not accepted here (allowed: {allowed})")
         return
-    raise PolicyViolation(
-        f"{describe_public_key(key)} keys are not accepted (allowed: {allowed})"
-    )
+    raise PolicyViolation(f"{describe_public_key(key)} keys are not accepted (allowed: {allowed})")
 
 
 def check_name_bounds(request: EnrollmentRequest, profile: Profile) -> None:
@@ -129,9 +127,7 @@ def check_name_bounds(request: EnrollmentRequest, profile: Profile) -> None:
     for attribute in request.csr.subject:
         value = attribute.value
         text = value if isinstance(value, str) else value.decode("latin-1")
-        short, bound = NAME_UPPER_BOUNDS.get(
-            attribute.oid, (attribute.oid.dotted_string, 32768)
-        )
+        short, bound = NAME_UPPER_BOUNDS.get(attribute.oid, (attribute.oid.dotted_string, 32768))
         if len(text) > bound:
             raise PolicyViolation(
                 f"subject {short} is {len(text)} characters; RFC 5280 allows at most {bound}"
@@ -194,8 +190,10 @@ def check_sans(request: EnrollmentRequest, profile: Profile) -> None:
                 raise Forbidden("DNS subjectAltNames are not allowed on this label")
             if not _valid_dns_name(general_name.value):
                 raise PolicyViolation(f"'{general_name.value}' is not a valid DNS name")
-            if not any(fnmatch.fnmatchcase(general_name.value.lower(), p.lower())
-                       for p in profile.allowed_dns):
+            if not any(
+                fnmatch.fnmatchcase(general_name.value.lower(), p.lower())
+                for p in profile.allowed_dns
+            ):
                 raise Forbidden(f"DNS name '{general_name.value}' is not allowed (allowed_dns)")
         elif isinstance(general_name, x509.IPAddress):
             if "ip" not in profile.san_types:
@@ -203,8 +201,11 @@ def check_sans(request: EnrollmentRequest, profile: Profile) -> None:
             address = general_name.value
             if not isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
                 raise PolicyViolation("IP address subjectAltNames must be single addresses")
-            if not any(address in network for network in profile.allowed_ips
-                       if network.version == address.version):
+            if not any(
+                address in network
+                for network in profile.allowed_ips
+                if network.version == address.version
+            ):
                 raise Forbidden(f"IP address {address} is not allowed (allowed_ips)")
         else:
             raise Forbidden(

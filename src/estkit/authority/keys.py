@@ -41,7 +41,7 @@ def describe_public_key(key: CertificatePublicKeyTypes) -> str:
     return type(key).__name__.removeprefix("_").replace("PublicKey", "") or "unknown"
 
 
-def signature_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm | None:
+def signature_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | hashes.SHA384 | None:
     """The hash a CA signs with for its key: SHA-384 for P-384, none for Ed25519, else SHA-256."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return None

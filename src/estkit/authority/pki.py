@@ -104,9 +104,7 @@ def tls_server_certificate(
             x509.SubjectAlternativeName([_hostname_san(h) for h in hostnames]), critical=False
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuing_key.public_key()),
             critical=False,
@@ -136,8 +134,14 @@ def create_pki(
         ]
     )
     root = _ca_certificate(
-        root_name, root_name, root_key.public_key(), root_key, root_key.public_key(),
-        ROOT_VALIDITY, 1, now,
+        root_name,
+        root_name,
+        root_key.public_key(),
+        root_key,
+        root_key.public_key(),
+        ROOT_VALIDITY,
+        1,
+        now,
     )
     issuing_key = generate_key(key_type)
     issuing_name = x509.Name(
@@ -147,8 +151,14 @@ def create_pki(
         ]
     )
     issuing = _ca_certificate(
-        issuing_name, root_name, issuing_key.public_key(), root_key, root_key.public_key(),
-        ISSUING_VALIDITY, 0, now,
+        issuing_name,
+        root_name,
+        issuing_key.public_key(),
+        root_key,
+        root_key.public_key(),
+        ISSUING_VALIDITY,
+        0,
+        now,
     )
     tls_key = generate_key(key_type)
     tls_cert = tls_server_certificate(hostnames, tls_key, issuing, issuing_key, now)

@@ -116,7 +116,7 @@ def parse_profile(label: str, table: Mapping[str, Any]) -> Profile:
     return Profile(**values)
 
 
-def _parse_setting(key: str, value: Any) -> Any:  # noqa: PLR0911 - one branch per setting
+def _parse_setting(key: str, value: Any) -> Any:
     if key == "validity":
         if not isinstance(value, str):
             raise ProfileError(key, "must be a duration string such as '90d'")

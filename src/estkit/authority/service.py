@@ -28,7 +28,7 @@ from estkit.wire.csrattrs import CsrAttribute, CsrAttrItem, oid_value
 
 Clock = Callable[[], datetime]
 
-OID_CHALLENGE_PASSWORD = "1.2.840.113549.1.9.7"
+OID_CHALLENGE_PASSWORD = "1.2.840.113549.1.9.7"  # noqa: S105 - an OID, not a secret
 OID_EXTENSION_REQUEST = "1.2.840.113549.1.9.14"
 OID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
 OID_RSA_ENCRYPTION = "1.2.840.113549.1.1.1"

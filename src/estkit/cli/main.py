@@ -65,12 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dir(add)
     add.add_argument("name")
     add.add_argument(
-        "--label", action="append", default=[], help="label the user may enroll on (repeatable; "
-        "'default' for the unlabelled path; none given: every label)"
+        "--label",
+        action="append",
+        default=[],
+        help="label the user may enroll on (repeatable; "
+        "'default' for the unlabelled path; none given: every label)",
     )
     add.add_argument(
-        "--once", action="store_true", help="one-time bootstrap secret, consumed by its first "
-        "successful enrollment"
+        "--once",
+        action="store_true",
+        help="one-time bootstrap secret, consumed by its first successful enrollment",
     )
     add.add_argument(
         "--password-stdin", action="store_true", help="read the secret from standard input"
@@ -88,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "dir", None) is None and hasattr(args, "dir"):
         args.dir = default_dir()
     try:
-        from estkit.cli import operator  # noqa: PLC0415 - server dependencies load on demand
+        from estkit.cli import operator
     except ImportError as exc:
         print(
             f"estkit: {args.command} needs the server components: pip install 'estkit[server]' "

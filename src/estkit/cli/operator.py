@@ -77,7 +77,10 @@ def cmd_init(directory: Path, ca_name: str, key_type: str, hostnames: list[str] 
                 issued_at=now,
             ),
             audit=AuditEvent(
-                actor=OPERATOR, action="instance.init", subject=str(directory), at=now,
+                actor=OPERATOR,
+                action="instance.init",
+                subject=str(directory),
+                at=now,
                 detail={"ca_name": ca_name, "key_type": key_type},
             ),
         )
@@ -158,7 +161,9 @@ def cmd_user_list(directory: Path) -> int:
         labels = ",".join(label or "default" for label in user.labels) if user.labels else "*"
         state = "consumed" if user.consumed_at else "active"
         created = user.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-        print(f"{user.name:<24} {labels:<24} {'yes' if user.once else 'no':<5} {state:<9} {created}")
+        print(
+            f"{user.name:<24} {labels:<24} {'yes' if user.once else 'no':<5} {state:<9} {created}"
+        )
     return 0
 
 

@@ -15,7 +15,12 @@ from estkit.server.middleware import access_log_middleware, errors_middleware
 
 async def ca_certificate(request: web.Request) -> web.Response:
     ca = request.app[CONTEXT].authority.ca
-    by_name = {"root": ca.root, "issuing": ca.issuing, ca.root_id: ca.root, ca.issuing_id: ca.issuing}
+    by_name = {
+        "root": ca.root,
+        "issuing": ca.issuing,
+        ca.root_id: ca.root,
+        ca.issuing_id: ca.issuing,
+    }
     cert = by_name.get(request.match_info["name"])
     if cert is None:
         raise NotFound(f"no CA certificate named '{request.match_info['name']}'")

@@ -177,9 +177,7 @@ async def _enroll(
     return base64_response(certs_only([cert]), CERTS_ONLY_TYPE)
 
 
-async def simpleenroll(
-    request: web.Request, ctx: ServerContext, label: str
-) -> web.StreamResponse:
+async def simpleenroll(request: web.Request, ctx: ServerContext, label: str) -> web.StreamResponse:
     """RFC 7030 §4.2.1."""
     return await _enroll(request, ctx, label, renewing=False)
 
@@ -221,9 +219,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     request[LABEL] = label
     route = ROUTES.get(operation)
     if route is None:
-        raise NotFound(
-            f"unknown EST operation '{operation}'; operations: {', '.join(ROUTES)}"
-        )
+        raise NotFound(f"unknown EST operation '{operation}'; operations: {', '.join(ROUTES)}")
     if request.method != route.method:
         raise MethodNotAllowed(
             f"{operation} takes {route.method}, not {request.method}", route.method

@@ -50,6 +50,11 @@ async def _runner(app: web.Application, keepalive_timeout: float) -> web.AppRunn
     return runner
 
 
+def _protocol_factory(runner: web.AppRunner) -> web.Server:
+    assert runner.server is not None, "runner.setup() creates the server"
+    return runner.server
+
+
 async def serve(config: Config, on_ready: Callable[[Listening], None]) -> None:
     """Serve until SIGINT or SIGTERM."""
     settings = config.server
@@ -73,9 +78,9 @@ async def serve(config: Config, on_ready: Callable[[Listening], None]) -> None:
 
     public_runner = await _runner(make_public_app(context), settings.header_timeout)
     est_runner = await _runner(make_est_app(context), settings.header_timeout)
-    http_server = await loop.create_server(public_runner.server, sock=http_socket)
+    http_server = await loop.create_server(_protocol_factory(public_runner), sock=http_socket)
     https_server = await loop.create_server(
-        est_runner.server,
+        _protocol_factory(est_runner),
         sock=https_socket,
         ssl=tls,
         ssl_handshake_timeout=settings.tls_handshake_timeout,

@@ -97,7 +97,7 @@ class Store:
             yield
         except SQLAlchemyError as exc:
             raise StoreUnavailable(
-                f"the certificate store is unavailable ({type(exc.orig or exc).__name__}); "
+                f"the certificate store is unavailable ({_cause(exc)}); "
                 "nothing was recorded, retry later"
             ) from exc
 
@@ -138,7 +138,7 @@ class Store:
             ) from exc
         except SQLAlchemyError as exc:
             raise StoreUnavailable(
-                f"the certificate store is unavailable ({type(exc.orig or exc).__name__}); "
+                f"the certificate store is unavailable ({_cause(exc)}); "
                 "nothing was issued, retry later"
             ) from exc
 
@@ -180,7 +180,7 @@ class Store:
         except IntegrityError as exc:
             raise UserExists(user.name) from exc
         except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"cannot add user: {exc.orig or exc}") from exc
+            raise StoreUnavailable(f"cannot add user: {_cause(exc)}") from exc
 
     def user(self, name: str) -> UserRecord | None:
         def query(connection: Connection) -> UserRecord | None:
@@ -225,6 +225,12 @@ class Store:
             ]
 
         return self._read(query)
+
+
+def _cause(exc: SQLAlchemyError) -> str:
+    """The driver's error class name: enough to diagnose, no SQL or values leaked."""
+    original = getattr(exc, "orig", None)
+    return type(original or exc).__name__
 
 
 def _certificate_row(record: CertificateRecord) -> dict[str, Any]:

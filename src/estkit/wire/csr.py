@@ -18,9 +18,11 @@ def load_csr(der: bytes) -> x509.CertificateSigningRequest:
         _ = csr.attributes
         _ = csr.extensions
     except ValueError as exc:
-        raise MalformedDer(f"the request body is not a DER PKCS#10 certification request: {exc}")
+        raise MalformedDer(
+            f"the request body is not a DER PKCS#10 certification request: {exc}"
+        ) from None
     except x509.DuplicateExtension as exc:
-        raise PolicyViolation(f"the CSR requests extension {exc.oid.dotted_string} twice")
+        raise PolicyViolation(f"the CSR requests extension {exc.oid.dotted_string} twice") from None
     return csr
 
 
@@ -32,6 +34,7 @@ def challenge_password(csr: x509.CertificateSigningRequest) -> str | None:
     if len(values) > 1:
         raise PolicyViolation("the CSR carries more than one challengePassword attribute")
     try:
-        return values[0].value.decode("utf-8")
+        value: bytes = values[0].value
+        return value.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyViolation("the CSR's challengePassword is not valid UTF-8") from exc

@@ -1,0 +1,44 @@
+"""Shared fixtures: real estkit servers on loopback, real TLS, real SQLite files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.estserver import EstServer, init_instance, start_server
+
+SHARED_EXTRA_TOML = """
+[labels.pop]
+require_pop = true
+
+[labels.rsa]
+key_types = ["rsa"]
+rsa_min_bits = 3072
+"""
+
+
+@pytest.fixture(scope="session")
+def est_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EstServer]:
+    """One running server per test worker: the default configuration plus `pop` and `rsa`."""
+    directory = init_instance(tmp_path_factory.mktemp("shared") / "est-data", SHARED_EXTRA_TOML)
+    server = start_server(directory)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def est_server_factory(tmp_path: Path) -> Iterator[Callable[..., EstServer]]:
+    """Start fresh instances with extra TOML appended to their estkit.toml."""
+    servers: list[EstServer] = []
+
+    def start(extra_toml: str = "", *init_args: str) -> EstServer:
+        directory = init_instance(tmp_path / f"est-data-{len(servers)}", extra_toml, *init_args)
+        server = start_server(directory)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -1,0 +1,113 @@
+"""Starting real estkit instances for tests: `estkit init` + `estkit serve` as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from estkit.authority.accounts import Accounts
+from estkit.config import load_config
+from estkit.store import Store
+
+ESTKIT = [sys.executable, "-m", "estkit"]
+READY = re.compile(r"serving EST on (https://[^/]+)/")
+HTTP_READY = re.compile(r"CA certificates over HTTP on (http://[^/]+)/")
+
+
+def run_estkit(*args: str, stdin: str | None = None, check: bool = True, env=None):
+    return subprocess.run(
+        [*ESTKIT, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=60,
+        env=env,
+    )
+
+
+def init_instance(directory: Path, extra_toml: str = "", *init_args: str) -> Path:
+    """A fresh instance whose listeners take free ports, with extra TOML appended."""
+    run_estkit("init", "--dir", str(directory), *init_args)
+    config = directory / "estkit.toml"
+    text = config.read_text().replace("http_port = 8080", "http_port = 0")
+    config.write_text(text + "\n" + extra_toml)
+    return directory
+
+
+@dataclass
+class EstServer:
+    data_dir: Path
+    process: subprocess.Popen
+    url: str = ""
+    http_url: str = ""
+    log_path: Path = field(default_factory=Path)
+
+    @property
+    def ca_file(self) -> Path:
+        return self.data_dir / "ca" / "root.pem"
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def est_url(self, label: str | None = None) -> str:
+        return f"{self.url}/.well-known/est" + (f"/{label}" if label else "")
+
+    def store(self) -> Store:
+        config = load_config(self.data_dir)
+        return Store(config.store_url)
+
+    def add_user(self, name: str, labels=(), once: bool = False, password: str | None = None):
+        """Add a Basic user straight into the instance's store; returns the password."""
+        secret = password or f"pw-{name}-{os.urandom(6).hex()}"
+        store = self.store()
+        try:
+            Accounts(store).add(name, secret, list(labels) or None, once, actor="test")
+        finally:
+            store.close()
+        return secret
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(data_dir: Path, timeout: float = 30.0) -> EstServer:
+    """Run `estkit serve --port 0` and wait for its ready lines."""
+    log_path = data_dir / "server.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [*ESTKIT, "serve", "--dir", str(data_dir), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    server = EstServer(data_dir=data_dir, process=process, log_path=log_path)
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        if match := READY.search(line):
+            server.url = match.group(1)
+        if match := HTTP_READY.search(line):
+            server.http_url = match.group(1)
+        if server.url and server.http_url:
+            return server
+    server.stop()
+    raise RuntimeError(f"estkit serve did not start:\n{server.log()}")
