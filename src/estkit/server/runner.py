@@ -33,9 +33,15 @@ class Listening:
     http_url: str
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
+def _listening_socket(host: str, port: int, setting: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=1024, reuse_port=False)
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as exc:
+        raise OSError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); free the port or change "
+            f"[server] {setting}"
+        ) from None
     sock.setblocking(False)
     return sock
 
@@ -67,8 +73,8 @@ async def serve(config: Config, on_ready: Callable[[Listening], None]) -> None:
     loop = asyncio.get_running_loop()
 
     # Bind first: the plain-HTTP port goes into the URLs of every certificate issued.
-    http_socket = _listening_socket(settings.host, settings.http_port)
-    https_socket = _listening_socket(settings.host, settings.port)
+    http_socket = _listening_socket(settings.host, settings.http_port, "http_port")
+    https_socket = _listening_socket(settings.host, settings.port, "port")
     http_port = http_socket.getsockname()[1]
     public_base = settings.public_http_url.rstrip("/") or (
         f"http://{_url_host(settings.public_host)}:{http_port}"

@@ -33,6 +33,15 @@ def oid_value(dotted: str) -> bytes:
     return bytes(encoder.encode(univ.ObjectIdentifier(dotted)))
 
 
+def oid_from_value(der: bytes) -> str | None:
+    """The dotted OID of a DER OBJECT IDENTIFIER attribute value; None for anything else."""
+    try:
+        value, rest = decoder.decode(der, asn1Spec=univ.ObjectIdentifier())
+    except PyAsn1Error:
+        return None
+    return None if rest else str(value)
+
+
 def encode_csrattrs(items: tuple[CsrAttrItem, ...]) -> bytes:
     """DER of a CsrAttrs sequence."""
     seq = rfc7030.CsrAttrs()

@@ -1,0 +1,230 @@
+"""The EST client (RFC 7030): synchronous, one connection per operation."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from estkit.client.csr import CsrTemplate
+from estkit.client.errors import (
+    AuthenticationRefused,
+    AuthenticationRequired,
+    BadResponse,
+    RequestRejected,
+    RetryLater,
+    ServerError,
+)
+from estkit.client.results import CaCertificates, CsrAttributes, Enrollment, is_ca
+from estkit.client.transport import (
+    BasicAuth,
+    ClientCertificate,
+    Connection,
+    Response,
+    tls_context,
+)
+from estkit.errors import EstError
+from estkit.wire.csrattrs import decode_csrattrs
+from estkit.wire.pkcs7 import load_certs_only
+
+WELL_KNOWN = "/.well-known/est"
+Auth = BasicAuth | ClientCertificate
+CsrInput = x509.CertificateSigningRequest | CsrTemplate
+
+
+def parse_server_url(url: str, label: str | None = None) -> tuple[str, int, str]:
+    """(host, port, EST base path) from https://host[:port][/.well-known/est[/label]]."""
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        raise ValueError(f"{url!r}: EST needs an https:// URL")
+    if not parts.hostname:
+        raise ValueError(f"{url!r}: no host name")
+    path = parts.path.rstrip("/")
+    if path in ("", WELL_KNOWN):
+        base = WELL_KNOWN
+    elif path.startswith(WELL_KNOWN + "/") and path.count("/") == 3:
+        base = path
+    else:
+        raise ValueError(f"{url!r}: the path must be empty or {WELL_KNOWN}[/label]")
+    if label:
+        base = f"{WELL_KNOWN}/{label}"
+    return parts.hostname, parts.port or 443, base
+
+
+def load_trust_anchors(source: Sequence[x509.Certificate] | str | Path) -> list[x509.Certificate]:
+    if isinstance(source, str | Path):
+        try:
+            return x509.load_pem_x509_certificates(Path(source).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read trust anchors from {source}: {exc}") from exc
+    return list(source)
+
+
+def retry_delay(value: str | None, default: int = 60) -> int:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP-date."""
+    if not value:
+        return default
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    return max(0, int((when - datetime.now(UTC)).total_seconds()))
+
+
+def decode_base64_body(response: Response) -> bytes:
+    """The DER of a base64 body (RFC 8951); raw DER from older servers is tolerated."""
+    try:
+        return base64.b64decode(b"".join(response.body.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        if response.body[:1] == b"\x30":
+            return response.body
+        raise BadResponse("the server's answer is neither base64 (RFC 8951) nor DER") from exc
+
+
+class EstClient:
+    """Talks to one EST server (and label) with one set of credentials."""
+
+    def __init__(
+        self,
+        url: str,
+        trust_anchors: Sequence[x509.Certificate] | str | Path,
+        auth: Auth | None = None,
+        label: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.host, self.port, self.base_path = parse_server_url(url, label)
+        self.trust_anchors = load_trust_anchors(trust_anchors)
+        self.auth = auth
+        self.timeout = timeout
+
+    # Operations -----------------------------------------------------------------------------
+
+    def cacerts(self) -> CaCertificates:
+        """RFC 7030 §4.1: the CA certificates, to be used as explicit trust anchors."""
+        response = self._exchange("GET", "cacerts")
+        self._expect(response, "application/pkcs7-mime")
+        return CaCertificates(tuple(self._certificates(response)))
+
+    def csrattrs(self) -> CsrAttributes:
+        """RFC 7030 §4.5: what to put in the CSR; 204 and 404 both mean nothing."""
+        response = self._exchange("GET", "csrattrs", accept_missing=True)
+        if response.status in (204, 404):
+            return CsrAttributes(())
+        self._expect(response, "application/csrattrs")
+        try:
+            return CsrAttributes(decode_csrattrs(decode_base64_body(response)))
+        except EstError as exc:
+            raise BadResponse(f"the server's csrattrs answer is malformed: {exc}") from exc
+
+    def enroll(self, csr: CsrInput) -> Enrollment:
+        """RFC 7030 §4.2.1 simpleenroll."""
+        return self._enroll("simpleenroll", csr)
+
+    def reenroll(self, csr: CsrInput) -> Enrollment:
+        """RFC 7030 §4.2.2 simplereenroll: needs ``auth`` to be the current certificate."""
+        if not isinstance(self.auth, ClientCertificate):
+            raise ValueError(
+                "reenroll authenticates with the current certificate: pass "
+                "auth=ClientCertificate(cert_file, key_file)"
+            )
+        return self._enroll("simplereenroll", csr)
+
+    # Plumbing -------------------------------------------------------------------------------
+
+    def _connect(self, tls12_only: bool = False) -> Connection:
+        certificate = self.auth if isinstance(self.auth, ClientCertificate) else None
+        context = tls_context(self.trust_anchors, certificate, tls12_only)
+        return Connection(self.host, self.port, context, self.timeout)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "*/*"}
+        if isinstance(self.auth, BasicAuth):
+            token = f"{self.auth.user}:{self.auth.password}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(token).decode()
+        return headers
+
+    def _exchange(self, method: str, operation: str, accept_missing: bool = False) -> Response:
+        with self._connect() as connection:
+            response = connection.request(
+                method, f"{self.base_path}/{operation}", headers=self._headers()
+            )
+        return self._check(response, accept_missing)
+
+    def _enroll(self, operation: str, csr: CsrInput) -> Enrollment:
+        link = isinstance(csr, CsrTemplate) and csr.link_pop
+        with self._connect(tls12_only=link) as connection:
+            signed = csr.build(connection.tls_unique) if isinstance(csr, CsrTemplate) else csr
+            body = base64.encodebytes(signed.public_bytes(Encoding.DER))
+            headers = self._headers() | {"Content-Type": "application/pkcs10"}
+            response = connection.request("POST", f"{self.base_path}/{operation}", body, headers)
+        self._check(response)
+        self._expect(response, "application/pkcs7-mime")
+        certificates = self._certificates(response)
+        issued = _issued_certificate(certificates, signed)
+        return Enrollment(issued, tuple(c for c in certificates if c is not issued))
+
+    def _check(self, response: Response, accept_missing: bool = False) -> Response:
+        status = response.status
+        if status == 200 or (accept_missing and status in (204, 404)):
+            return response
+        reason = response.text[:500] or f"HTTP {status}"
+        if status == 202 or (status == 503 and "Retry-After" in response.headers):
+            raise RetryLater(status, retry_delay(response.headers.get("Retry-After")), reason)
+        if status == 401:
+            if self.auth is None or isinstance(self.auth, ClientCertificate):
+                raise AuthenticationRequired(
+                    f"the server requires authentication: {reason} (give a user and password)"
+                )
+            raise AuthenticationRefused(f"the server refused the credentials: {reason}")
+        if 400 <= status < 500:
+            raise RequestRejected(status, reason)
+        if status >= 500:
+            raise ServerError(status, reason)
+        raise BadResponse(f"unexpected HTTP status {status}: {reason}")
+
+    @staticmethod
+    def _expect(response: Response, media_type: str) -> None:
+        actual = response.content_type.split(";")[0].strip().lower()
+        if actual != media_type:
+            raise BadResponse(
+                f"expected {media_type}, the server sent '{response.content_type or 'nothing'}'"
+            )
+
+    @staticmethod
+    def _certificates(response: Response) -> list[x509.Certificate]:
+        try:
+            certificates = load_certs_only(decode_base64_body(response))
+        except EstError as exc:
+            raise BadResponse(f"the server's PKCS#7 answer is malformed: {exc}") from exc
+        if not certificates:
+            raise BadResponse("the server's PKCS#7 answer holds no certificate")
+        return certificates
+
+
+def _issued_certificate(
+    certificates: list[x509.Certificate], csr: x509.CertificateSigningRequest
+) -> x509.Certificate:
+    """The certificate for the CSR's key, wherever the server put it in the PKCS#7."""
+    for cert in certificates:
+        if cert.public_key() == csr.public_key():
+            return cert
+    leaves = [c for c in certificates if not is_ca(c)]
+    if len(leaves) == 1:
+        return leaves[0]
+    raise BadResponse("the server's answer holds no certificate for the CSR's key")
+
+
+def wait(seconds: float) -> None:
+    """Sleep (a seam for tests of the retry loop)."""
+    time.sleep(seconds)
