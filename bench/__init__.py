@@ -1,0 +1,1 @@
+"""Benchmarks: closed-loop EST load against a real estkit server on loopback."""
