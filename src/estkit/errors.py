@@ -26,6 +26,10 @@ class EstError(Exception):
         """Extra response headers this error needs (e.g. WWW-Authenticate)."""
         return {}
 
+    def body(self) -> str:
+        """The plain-text response body: the reason, unless the answer must be bare."""
+        return self.reason
+
 
 class BadRequest(EstError):
     """The request is malformed or asks for something the policy cannot grant (400)."""
@@ -61,6 +65,18 @@ class AuthenticationRequired(EstError):
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Basic realm="estkit"'}
+
+
+class ChallengeRequired(AuthenticationRequired):
+    """401 to a request that sent no credentials: a bare challenge, with an empty body.
+
+    Clients that authenticate only when challenged (Bouncy Castle 1.72, libest) close the
+    challenge unread; Bouncy Castle then fails on any unread body longer than one byte
+    ("Stream closed before limit fully read").  The WWW-Authenticate header says what to do.
+    """
+
+    def body(self) -> str:
+        return ""
 
 
 class Forbidden(EstError):

@@ -91,9 +91,15 @@ class BcDriver:
         cmd += [op, *op_args]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=JAVA_TIMEOUT)
         run = DriverRun(proc.returncode, proc.stdout.splitlines(), proc.stderr)
+        hint = ""
+        if "Stream closed before limit fully read" in proc.stderr:
+            hint = (
+                "\nhint: BC's HttpAuth closes a 401 response without reading its body and "
+                "fails unless that body is empty (Content-Length: 0)"
+            )
         assert run.rc == expect_rc, (
             f"EstDriver {op} exited {run.rc}, expected {expect_rc}\n"
-            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}{hint}"
         )
         return run
 
@@ -118,8 +124,11 @@ def bc(tmp_path_factory: pytest.TempPathFactory) -> BcDriver:
 
 
 @pytest.fixture
-def pop_server(est_server_factory: Any) -> Any:
-    return est_server_factory(POP_TOML)
+def pop_server(est_server: Any, request: pytest.FixtureRequest) -> Any:
+    """A server with a `require_pop = true` label named `pop`: the shared one if it has it."""
+    if "[labels.pop]" in (Path(est_server.data_dir) / "estkit.toml").read_text():
+        return est_server
+    return request.getfixturevalue("est_server_factory")(POP_TOML)
 
 
 # ---------------------------------------------------------------- helpers

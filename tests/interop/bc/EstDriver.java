@@ -15,7 +15,8 @@
  *   reenroll --cert C.pem --key K.pem [--pop] --out-cert F
  *
  * --trust    PEM file of trust anchors for the server's TLS certificate.
- * --tls      pins the protocol (SSLContext "TLSv1.2" / "TLSv1.3"); default: the provider's.
+ * --tls      pins the protocol (SSLContext "TLSv1.x" and the socket's enabled protocols);
+ *            default: whatever the provider negotiates.
  * --jsse     TLS provider: the JDK's SunJSSE or Bouncy Castle's BCJSSE. Default sun, or bc
  *            with --pop: only BCJSSE exposes tls-unique.
  * --pop      RFC 7030 3.5 proof-of-possession linking: BC puts base64(tls-unique) into the
@@ -44,6 +45,7 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.io.Reader;
 import java.math.BigInteger;
+import java.net.InetAddress;
 import java.net.Socket;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -68,7 +70,6 @@ import java.util.Collection;
 import java.util.Collections;
 import java.util.HashMap;
 import java.util.HashSet;
-import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -76,9 +77,12 @@ import java.util.logging.Level;
 import java.util.logging.Logger;
 
 import javax.net.ssl.KeyManager;
+import javax.net.ssl.SSLContext;
 import javax.net.ssl.SSLEngine;
 import javax.net.ssl.SSLSession;
 import javax.net.ssl.SSLSocket;
+import javax.net.ssl.SSLSocketFactory;
+import javax.net.ssl.TrustManager;
 import javax.net.ssl.X509ExtendedKeyManager;
 import javax.net.ssl.X509TrustManager;
 import javax.security.auth.x500.X500Principal;
@@ -105,6 +109,7 @@ import org.bouncycastle.est.jcajce.JcaJceUtils;
 import org.bouncycastle.est.jcajce.JsseDefaultHostnameAuthorizer;
 import org.bouncycastle.est.jcajce.JsseESTServiceBuilder;
 import org.bouncycastle.est.jcajce.JsseHostnameAuthorizer;
+import org.bouncycastle.est.jcajce.SSLSocketFactoryCreator;
 import org.bouncycastle.jce.provider.BouncyCastleProvider;
 import org.bouncycastle.jsse.BCSSLSocket;
 import org.bouncycastle.jsse.provider.BouncyCastleJsseProvider;
@@ -112,7 +117,6 @@ import org.bouncycastle.openssl.PEMKeyPair;
 import org.bouncycastle.openssl.PEMParser;
 import org.bouncycastle.operator.ContentSigner;
 import org.bouncycastle.operator.jcajce.JcaContentSignerBuilder;
-import org.bouncycastle.pkcs.PKCS10CertificationRequest;
 import org.bouncycastle.pkcs.PKCS10CertificationRequestBuilder;
 import org.bouncycastle.pkcs.jcajce.JcaPKCS10CertificationRequestBuilder;
 import org.bouncycastle.util.Store;
@@ -120,8 +124,11 @@ import org.bouncycastle.util.Store;
 public final class EstDriver
 {
     /** Bad command line: message on stderr, exit 1. */
-    private static final class UsageError extends Exception
+    private static final class UsageError
+        extends Exception
     {
+        private static final long serialVersionUID = 1L;
+
         UsageError(String msg)
         {
             super(msg);
@@ -184,6 +191,10 @@ public final class EstDriver
         {
             // Not an HTTP error answer: TLS failure, protocol error, undecodable body...
             System.err.println("EstDriver: " + describe(e));
+            if (String.valueOf(e.getMessage()).contains("TLS unique"))
+            {
+                System.err.println("EstDriver: tls-unique exists up to TLS 1.2 only; use --tls 1.2 with --pop");
+            }
             e.printStackTrace(System.err);
             return 1;
         }
@@ -317,20 +328,113 @@ public final class EstDriver
 
     // ------------------------------------------------------------------ service setup
 
-    /** Records what each TLS handshake negotiated, then lets BC's default authorizer decide. */
+    /**
+     * Hands BC's client plain JSSE sockets from our SSLContext, pinned to the protocol asked
+     * for, and counts the connections so the TLS line is printed once per connection.
+     */
+    private static final class PinnedSocketFactoryCreator
+        implements SSLSocketFactoryCreator
+    {
+        private final SSLContext context;
+        private final String[] protocols;
+        int connections;
+
+        PinnedSocketFactoryCreator(SSLContext context, String[] protocols)
+        {
+            this.context = context;
+            this.protocols = protocols;
+        }
+
+        public boolean isTrusted()
+        {
+            return true; // the context's trust manager holds the --trust anchors
+        }
+
+        public SSLSocketFactory createFactory()
+        {
+            final SSLSocketFactory f = context.getSocketFactory();
+            return new SSLSocketFactory()
+            {
+                private Socket pin(Socket s)
+                {
+                    if (protocols != null)
+                    {
+                        ((SSLSocket)s).setEnabledProtocols(protocols);
+                    }
+                    connections++;
+                    return s;
+                }
+
+                public String[] getDefaultCipherSuites()
+                {
+                    return f.getDefaultCipherSuites();
+                }
+
+                public String[] getSupportedCipherSuites()
+                {
+                    return f.getSupportedCipherSuites();
+                }
+
+                public Socket createSocket()
+                    throws IOException
+                {
+                    return pin(f.createSocket());
+                }
+
+                public Socket createSocket(Socket s, String host, int port, boolean autoClose)
+                    throws IOException
+                {
+                    return pin(f.createSocket(s, host, port, autoClose));
+                }
+
+                public Socket createSocket(String host, int port)
+                    throws IOException
+                {
+                    return pin(f.createSocket(host, port));
+                }
+
+                public Socket createSocket(String host, int port, InetAddress local, int localPort)
+                    throws IOException
+                {
+                    return pin(f.createSocket(host, port, local, localPort));
+                }
+
+                public Socket createSocket(InetAddress host, int port)
+                    throws IOException
+                {
+                    return pin(f.createSocket(host, port));
+                }
+
+                public Socket createSocket(InetAddress host, int port, InetAddress local, int localPort)
+                    throws IOException
+                {
+                    return pin(f.createSocket(host, port, local, localPort));
+                }
+            };
+        }
+    }
+
+    /** Prints what each connection negotiated, then lets BC's default authorizer decide. */
     private static final class RecordingHostnameAuthorizer
         implements JsseHostnameAuthorizer
     {
         private final JsseHostnameAuthorizer delegate =
             new JsseDefaultHostnameAuthorizer(Collections.<String>emptySet());
-        // BC asks twice per connection; report each session once.
-        private final Set<SSLSession> seen = Collections.newSetFromMap(new IdentityHashMap<>());
+        private final PinnedSocketFactoryCreator sockets;
+        private int reported;
+
+        RecordingHostnameAuthorizer(PinnedSocketFactoryCreator sockets)
+        {
+            this.sockets = sockets;
+        }
 
         public boolean verified(String name, SSLSession session)
             throws IOException
         {
-            if (seen.add(session))
+            // BC 1.72 asks more than once per connection; report each connection once.
+            if (reported != sockets.connections)
             {
+                reported = sockets.connections;
                 System.out.println("TLS " + session.getProtocol() + " " + session.getCipherSuite());
             }
             return delegate.verified(name, session);
@@ -458,40 +562,46 @@ public final class EstDriver
             }
         };
 
-        JsseESTServiceBuilder b = new JsseESTServiceBuilder(server, new X509TrustManager[]{tm});
-
         String tls = opts.get("--tls");
+        String[] protocols = null;
         if (tls != null)
         {
             if (!tls.equals("1.2") && !tls.equals("1.3"))
             {
                 throw new UsageError("--tls must be 1.2 or 1.3");
             }
-            b.withTLSVersion("TLSv" + tls);
+            protocols = new String[]{"TLSv" + tls};
         }
 
         String jsse = opts.getOrDefault("--jsse", pop ? "bc" : "sun");
+        Provider provider;
         if (jsse.equals("bc"))
         {
-            Provider bcjsse = new BouncyCastleJsseProvider();
-            b.withProvider(bcjsse);
-            b.withChannelBindingProvider(new BcjsseChannelBinding());
+            provider = new BouncyCastleJsseProvider();
         }
-        else if (!jsse.equals("sun"))
+        else if (jsse.equals("sun"))
+        {
+            if (pop)
+            {
+                throw new UsageError("--pop needs --jsse bc (tls-unique comes from BCJSSE)");
+            }
+            provider = Security.getProvider("SunJSSE");
+        }
+        else
         {
             throw new UsageError("--jsse must be sun or bc");
         }
-        else if (pop)
-        {
-            throw new UsageError("--pop needs --jsse bc (tls-unique comes from BCJSSE)");
-        }
+        SSLContext context = SSLContext.getInstance(protocols == null ? "TLS" : protocols[0], provider);
+        context.init(keyManager == null ? null : new KeyManager[]{keyManager}, new TrustManager[]{tm}, null);
+        PinnedSocketFactoryCreator sockets = new PinnedSocketFactoryCreator(context, protocols);
 
-        b.withHostNameAuthorizer(new RecordingHostnameAuthorizer());
-        b.withTimeout(Integer.parseInt(opts.getOrDefault("--timeout", "30000")));
-        if (keyManager != null)
+        JsseESTServiceBuilder b = new JsseESTServiceBuilder(server, sockets);
+        if (jsse.equals("bc"))
         {
-            b.withKeyManager(keyManager);
+            b.withChannelBindingProvider(new BcjsseChannelBinding());
         }
+        b.withHostNameAuthorizer(new RecordingHostnameAuthorizer(sockets));
+        b.withTimeout(Integer.parseInt(opts.getOrDefault("--timeout", "30000")));
         if (opts.containsKey("--label"))
         {
             b.withLabel(opts.get("--label"));
