@@ -16,12 +16,16 @@ require_pop = true
 [labels.rsa]
 key_types = ["rsa"]
 rsa_min_bits = 3072
+
+[labels.mtls]
+allow_anchors = ["estkit"]
 """
 
 
 @pytest.fixture(scope="session")
 def est_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EstServer]:
-    """One running server per test worker: the default configuration plus `pop` and `rsa`."""
+    """One running server per test worker: the default configuration plus `pop`, `rsa` and
+    `mtls` (initial enrollment with this CA's certificates allowed)."""
     directory = init_instance(tmp_path_factory.mktemp("shared") / "est-data", SHARED_EXTRA_TOML)
     server = start_server(directory)
     yield server

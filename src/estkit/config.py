@@ -97,6 +97,8 @@ def _server_settings(path: Path, table: Mapping[str, Any]) -> ServerSettings:
     for key in ("header_timeout", "body_timeout", "tls_handshake_timeout"):
         if getattr(settings, key) <= 0:
             raise ConfigError(path, f"server.{key}", "must be positive")
+    if not 1 <= settings.retry_after <= 86400:
+        raise ConfigError(path, "server.retry_after", "must be from 1 to 86400 seconds")
     return settings
 
 
@@ -231,10 +233,11 @@ key_types = ["ec-p256"]
 extended_key_usage = ["clientAuth"]
 cn_must_equal_identity = true
 
-# Servers: TLS server certificates with DNS and IP subjectAltNames.
+# Servers: TLS server certificates with DNS and IP subjectAltNames. clientAuth lets a
+# server present its certificate as a TLS client certificate to renew it (simplereenroll).
 [labels.server]
 validity = "90d"
-extended_key_usage = ["serverAuth"]
+extended_key_usage = ["serverAuth", "clientAuth"]
 san_types = ["dns", "ip"]
 allowed_dns = ["*"]
 allowed_ips = ["0.0.0.0/0", "::/0"]

@@ -10,6 +10,7 @@ the account state it was checked against.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -21,8 +22,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from estkit.authority.identity import Identity
+from estkit.errors import AuthenticationRequired
 from estkit.store import AuditEvent, Store, UserRecord
 
+ONCE_SECRET_USED = "this one-time bootstrap secret has already been used"  # noqa: S105
 GENERATED_SECRET_BYTES = 18
 _VERIFIED_CACHE_SIZE = 4096
 _NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-+")
@@ -86,14 +89,21 @@ class Accounts:
         return self._store.users()
 
     def authenticate(self, name: str, secret: str) -> Identity | None:
-        """The user's identity when the secret matches (and a one-time one is unused)."""
+        """The user's identity when the secret matches (and a one-time one is unused).
+
+        A consumed one-time secret presented correctly is refused with a reason saying so, so
+        a device that retries its bootstrap can tell "already used" from "wrong secret"; a
+        wrong secret for a consumed account still looks like any other wrong secret.
+        """
         user = self._store.user(name)
-        if user is None or user.consumed_at is not None:
+        if user is None:
             # Spend comparable time so a missing user cannot be told apart by timing.
-            self._verify_hash(_DUMMY_HASH, secret)
+            self._verify_hash(_dummy_hash(), secret)
             return None
         if not self._check(user, secret):
             return None
+        if user.consumed_at is not None:
+            raise AuthenticationRequired(ONCE_SECRET_USED)
         return Identity(name=user.name, method="basic", labels=user.labels, once=user.once)
 
     def _check(self, user: UserRecord, secret: str) -> bool:
@@ -117,4 +127,8 @@ class Accounts:
             return False
 
 
-_DUMMY_HASH = PasswordHasher().hash(secrets.token_urlsafe(16))
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against for unknown users; made on first use, not at import (every
+    CLI command imports this module, and hashing costs about 100 ms)."""
+    return PasswordHasher().hash(secrets.token_urlsafe(16))

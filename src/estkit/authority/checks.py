@@ -65,9 +65,12 @@ def check_label_access(request: EnrollmentRequest, profile: Profile) -> None:
             raise Forbidden(f"user '{identity.name}' may not enroll on {where}")
         if not any(fnmatch.fnmatchcase(identity.name, p) for p in profile.allow_users):
             raise Forbidden(f"user '{identity.name}' is not in allow_users of {where}")
-    elif identity.anchor not in profile.allow_anchors:
+    elif request.renewing is None and identity.anchor not in profile.allow_anchors:
+        # Renewal is not initial enrollment: a certificate renews on the label that issued
+        # it (checked by the authority), whatever the label's allow_anchors say.
         raise Forbidden(
-            f"certificates issued by anchor '{identity.anchor}' may not enroll on {where}"
+            f"certificates issued by anchor '{identity.anchor}' may not enroll on {where} "
+            "(allow_anchors)"
         )
 
 

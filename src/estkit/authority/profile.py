@@ -35,6 +35,10 @@ LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DEFAULT_LABEL = ""
 _DURATION = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_VALIDITY = timedelta(days=36500)
+"""100 years: issued certificates end with the issuing CA anyway, and a larger value would
+overflow date arithmetic when a certificate is built."""
+_MAX_DURATION_SECONDS = int(MAX_VALIDITY.total_seconds())
 
 
 class ProfileError(ValueError):
@@ -51,7 +55,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"{text!r} is not a duration such as '90d', '12h', '30m' or '600s'")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > _MAX_DURATION_SECONDS:
+        raise ValueError(f"{text!r} is longer than {_MAX_DURATION_SECONDS // 86400}d")
+    return timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,8 @@ class Profile:
         ipaddress.ip_network("::/0"),
     )
     allow_users: tuple[str, ...] = ("*",)
-    allow_anchors: tuple[str, ...] = ("estkit",)
+    allow_anchors: tuple[str, ...] = ()
+    """Issuers whose TLS client certificates may do initial enrollment (not renewal)."""
     require_pop: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

@@ -9,6 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ObjectIdentifier, SignatureAlgorithmOID
 
+from estkit.authority.accounts import ONCE_SECRET_USED
 from estkit.authority.ca import CertificateAuthority, is_issued_by
 from estkit.authority.checks import CHECKS, requested_sans, same_key
 from estkit.authority.identity import OWN_ANCHOR
@@ -112,6 +113,22 @@ class Authority:
                 return name
         raise Forbidden("the TLS client certificate is not issued by a configured trust anchor")
 
+    def _check_renewal_label(self, current: x509.Certificate, label: str) -> None:
+        """A certificate is renewed under the profile it was issued with.
+
+        Otherwise a holder of a short-lived certificate from one label (say 30-day device
+        certificates) could reenroll on another and come away with that label's validity and
+        extended key usages.
+        """
+        record = self.store.certificate(serial_hex(current.serial_number))
+        if record is None:
+            raise Forbidden("the TLS client certificate is not in this CA's records")
+        if record.label != label:
+            raise Forbidden(
+                f"this certificate was issued on {_where(record.label)} and can only be "
+                f"renewed there, not on {_where(label)}"
+            )
+
     # Issuing ----------------------------------------------------------------------------------
 
     def enroll(self, request: EnrollmentRequest) -> x509.Certificate:
@@ -119,6 +136,8 @@ class Authority:
         profile = self.profile(request.label)
         for check in CHECKS:
             check(request, profile)
+        if request.renewing is not None:
+            self._check_renewal_label(request.renewing, request.label)
         kind = "enroll"
         replaces = None
         if request.renewing is not None:
@@ -161,11 +180,16 @@ class Authority:
             except SerialCollision:
                 continue
             except OnceSecretConsumed:
-                raise AuthenticationRequired(
-                    "this one-time bootstrap secret has already been used"
-                ) from None
+                raise AuthenticationRequired(ONCE_SECRET_USED) from None
             return cert
-        raise ServiceUnavailable("could not allocate a unique serial number; retry")
+        raise ServiceUnavailable(
+            "could not allocate a unique serial number; nothing was issued, retry later",
+            retry_after=self.store.retry_after,
+        )
+
+
+def _where(label: str) -> str:
+    return f"label '{label}'" if label else "the default label"
 
 
 def _key_type_attributes(key_types: Sequence[str]) -> list[CsrAttrItem]:

@@ -79,8 +79,10 @@ def _engines(url: str, busy_timeout: float) -> tuple[Engine, Engine]:
 class Store:
     """Certificates, users and audit events in one relational database."""
 
-    def __init__(self, url: str, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, busy_timeout: float = 5.0, retry_after: int = 5) -> None:
         self.url = url
+        self.retry_after = retry_after
+        """Seconds a client is told to wait (Retry-After) when the store cannot answer."""
         self._writer, self._reader = _engines(url, busy_timeout)
 
     def close(self) -> None:
@@ -98,7 +100,8 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreUnavailable(
                 f"the certificate store is unavailable ({_cause(exc)}); "
-                "nothing was recorded, retry later"
+                "nothing was recorded, retry later",
+                retry_after=self.retry_after,
             ) from exc
 
     def _read(self, query: Callable[[Connection], T]) -> T:
@@ -131,15 +134,19 @@ class Store:
                 if audit is not None:
                     connection.execute(insert(schema.audit_events).values(**_audit_row(audit)))
         except IntegrityError as exc:
-            if "serial" in str(exc.orig):
+            # Ask the database rather than parse its message: a trigger or constraint whose
+            # text happens to mention "serial" is a refusal, not a collision to retry.
+            if self.certificate(record.serial) is not None:
                 raise SerialCollision(record.serial) from exc
             raise StoreUnavailable(
-                "the certificate store refused the write; nothing was issued, retry later"
+                "the certificate store refused the write; nothing was issued, retry later",
+                retry_after=self.retry_after,
             ) from exc
         except SQLAlchemyError as exc:
             raise StoreUnavailable(
                 f"the certificate store is unavailable ({_cause(exc)}); "
-                "nothing was issued, retry later"
+                "nothing was issued, retry later",
+                retry_after=self.retry_after,
             ) from exc
 
     def certificate(self, serial: str) -> CertificateRecord | None:
@@ -180,7 +187,9 @@ class Store:
         except IntegrityError as exc:
             raise UserExists(user.name) from exc
         except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"cannot add user: {_cause(exc)}") from exc
+            raise StoreUnavailable(
+                f"cannot add user: {_cause(exc)}", retry_after=self.retry_after
+            ) from exc
 
     def user(self, name: str) -> UserRecord | None:
         def query(connection: Connection) -> UserRecord | None:
