@@ -13,6 +13,8 @@ class EstError(Exception):
 
     status: int = 400
     reason: str = "bad request"
+    closes_connection: bool = False
+    """Answer, then close the connection (the rest of the request will never be read)."""
 
     def __init__(self, reason: str | None = None) -> None:
         if reason is not None:
@@ -47,6 +49,12 @@ class MalformedDer(BadRequest):
 
 class BadCsrSignature(BadRequest):
     """RFC 2986: the CSR's signature must verify with its own public key."""
+
+
+class IncompleteRequest(BadRequest):
+    """The body never arrived whole: the connection dropped or its chunked framing broke."""
+
+    closes_connection = True
 
 
 class PolicyViolation(BadRequest):
@@ -105,9 +113,14 @@ class MethodNotAllowed(EstError):
 
 
 class RequestTimeout(EstError):
-    """The client was too slow sending its request."""
+    """The client was too slow sending its request.
+
+    RFC 9110 §15.5.9: a 408 means the server has decided to close the connection rather than
+    keep waiting, so the answer says ``Connection: close`` and the connection is closed.
+    """
 
     status = 408
+    closes_connection = True
 
 
 class PayloadTooLarge(EstError):

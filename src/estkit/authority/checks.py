@@ -288,8 +288,8 @@ def same_key(csr: x509.CertificateSigningRequest, cert: x509.Certificate) -> boo
 CHECKS: tuple[Check, ...] = (
     check_label_access,
     check_reenroll_certificate,
-    check_signature,
     check_key,
+    check_signature,
     check_name_bounds,
     check_reenroll_matches,
     check_subject,

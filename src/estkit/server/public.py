@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from estkit.errors import Forbidden, NotFound
 from estkit.server.context import CONTEXT, ServerContext
-from estkit.server.middleware import access_log_middleware, errors_middleware
+from estkit.server.middleware import access_log_middleware, errors_middleware, printable
 
 
 async def ca_certificate(request: web.Request) -> web.Response:
@@ -23,7 +23,7 @@ async def ca_certificate(request: web.Request) -> web.Response:
     }
     cert = by_name.get(request.match_info["name"])
     if cert is None:
-        raise NotFound(f"no CA certificate named '{request.match_info['name']}'")
+        raise NotFound(f"no CA certificate named '{printable(request.match_info['name'])}'")
     return web.Response(
         body=cert.public_bytes(Encoding.DER), headers={"Content-Type": "application/pkix-cert"}
     )
@@ -42,5 +42,5 @@ def make_public_app(context: ServerContext) -> web.Application:
     app[CONTEXT] = context
     app.router.add_get("/ca/{name}.crt", ca_certificate)
     app.router.add_get("/crl/{name}.crl", crl)
-    app.router.add_route("*", "/.well-known/est{tail:.*}", est_over_http)
+    app.router.add_route("*", r"/.well-known/est{tail:[\s\S]*}", est_over_http)
     return app

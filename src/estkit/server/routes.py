@@ -8,14 +8,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from estkit.authority.checks import common_name
 from estkit.authority.identity import OWN_ANCHOR, Channel, Identity
 from estkit.authority.request import EnrollmentRequest
 from estkit.errors import (
     AuthenticationRequired,
+    BadRequest,
+    ChallengeRequired,
     EstError,
     Forbidden,
+    IncompleteRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -24,7 +28,7 @@ from estkit.errors import (
 )
 from estkit.server.auth import parse_basic
 from estkit.server.context import CONTEXT, ServerContext
-from estkit.server.middleware import IDENTITY, LABEL
+from estkit.server.middleware import IDENTITY, LABEL, describe_protocol_error, printable
 from estkit.server.tls import peer_certificate
 from estkit.wire.base64body import decode_body, encode_body
 from estkit.wire.csr import load_csr
@@ -90,6 +94,9 @@ async def authenticate(
     request: web.Request, ctx: ServerContext, channel: Channel, renewing: bool
 ) -> tuple[Identity, Channel]:
     """RFC 7030 §3.3: TLS client certificate and/or HTTP Basic, as the operation needs."""
+    if len(request.headers.getall("Authorization", [])) > 1:
+        # Which one counts would depend on the reader (a proxy may pick the other): refuse.
+        raise BadRequest("the request has more than one Authorization header")
     credentials = parse_basic(request.headers.get("Authorization"))
     if renewing:
         if channel.peer_certificate is None:
@@ -110,7 +117,7 @@ async def authenticate(
         return user, channel
     if channel.peer_certificate is not None:
         return await certificate_identity(ctx, channel)
-    raise AuthenticationRequired(
+    raise ChallengeRequired(
         "enrollment requires HTTP Basic credentials or a TLS client certificate"
     )
 
@@ -131,6 +138,14 @@ async def read_body(request: web.Request, ctx: ServerContext) -> bytes:
     except TimeoutError:
         raise RequestTimeout(
             f"the request body did not arrive within {ctx.settings.body_timeout:g} seconds"
+        ) from None
+    except ConnectionError:
+        raise IncompleteRequest(
+            "the connection closed before the whole request body arrived"
+        ) from None
+    except (HttpProcessingError, web.RequestPayloadError) as exc:  # broken chunked framing
+        raise IncompleteRequest(
+            f"the request body's chunked framing is malformed: {describe_protocol_error(exc)}"
         ) from None
     return b"".join(chunks)
 
@@ -213,19 +228,26 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     elif len(parts) == 2 and parts[0]:
         label, operation = parts
     else:
-        raise NotFound(f"no EST resource at {request.path}")
-    if label:
-        ctx.authority.profile(label)  # 404 for an unknown label
+        raise NotFound(f"no EST resource at {printable(request.raw_path)}")
+    if label and label not in ctx.authority.profiles:
+        # Checked here rather than by authority.profile() so the echoed label is printable.
+        raise NotFound(f"no EST label '{printable(label)}' is configured on this server")
     request[LABEL] = label
     route = ROUTES.get(operation)
     if route is None:
-        raise NotFound(f"unknown EST operation '{operation}'; operations: {', '.join(ROUTES)}")
-    if request.method != route.method:
+        raise NotFound(
+            f"unknown EST operation '{printable(operation)}'; operations: {', '.join(ROUTES)}"
+        )
+    # RFC 9110 §9.3.2: HEAD is GET without the body, wherever GET is allowed.
+    allowed = "GET, HEAD" if route.method == "GET" else route.method
+    if request.method != route.method and not (route.method == "GET" and request.method == "HEAD"):
         raise MethodNotAllowed(
-            f"{operation} takes {route.method}, not {request.method}", route.method
+            f"{operation} takes {route.method}, not {printable(request.method, 20)}", allowed
         )
     return await route.handler(request, ctx, label)
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_route("*", EST_PREFIX + "/{tail:.*}", dispatch)
+    # [\s\S] rather than ".": a percent-encoded newline in a label must still reach dispatch
+    # (and get a 404 naming it), not fall through to aiohttp's bare "404: Not Found".
+    app.router.add_route("*", EST_PREFIX + r"/{tail:[\s\S]*}", dispatch)

@@ -14,10 +14,12 @@ from aiohttp import web
 from estkit.authority.accounts import Accounts
 from estkit.authority.ca import CertificateAuthority, load_pem_certificates
 from estkit.authority.issue import PublicUrls
+from estkit.authority.keys import load_private_key
 from estkit.authority.service import Authority
 from estkit.config import Config
 from estkit.server.app import make_est_app
 from estkit.server.context import ServerContext
+from estkit.server.middleware import protocol_logger
 from estkit.server.public import make_public_app
 from estkit.server.tls import server_context
 from estkit.store import Store
@@ -51,7 +53,9 @@ def _url_host(host: str) -> str:
 
 
 async def _runner(app: web.Application, keepalive_timeout: float) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=keepalive_timeout)
+    runner = web.AppRunner(
+        app, access_log=None, keepalive_timeout=keepalive_timeout, logger=protocol_logger()
+    )
     await runner.setup()
     return runner
 
@@ -64,7 +68,12 @@ def _protocol_factory(runner: web.AppRunner) -> web.Server:
 async def serve(config: Config, on_ready: Callable[[Listening], None]) -> None:
     """Serve until SIGINT or SIGTERM."""
     settings = config.server
-    store = Store(config.store_url, busy_timeout=config.store_busy_timeout)
+    load_private_key(config.tls_key)  # refuse a TLS key that others may read, like CA keys
+    store = Store(
+        config.store_url,
+        busy_timeout=config.store_busy_timeout,
+        retry_after=settings.retry_after,
+    )
     store.create_schema()
     ca = CertificateAuthority.load(config.root_cert, config.issuing_cert, config.issuing_key)
     anchors = {name: load_pem_certificates(path) for name, path in config.anchors.items()}

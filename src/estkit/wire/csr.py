@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AttributeOID
+from pyasn1.codec.der import decoder
+from pyasn1.error import PyAsn1Error
+from pyasn1.type import univ
+from pyasn1_modules import rfc2986
 
-from estkit.errors import MalformedDer, PolicyViolation
+from estkit.errors import BadCsrSignature, MalformedDer, PolicyViolation
 
 
 def load_csr(der: bytes) -> x509.CertificateSigningRequest:
@@ -19,11 +25,81 @@ def load_csr(der: bytes) -> x509.CertificateSigningRequest:
         _ = csr.extensions
     except ValueError as exc:
         raise MalformedDer(
-            f"the request body is not a DER PKCS#10 certification request: {exc}"
+            f"the request body is not a DER PKCS#10 certification request: {_der_problem(exc)}"
         ) from None
     except x509.DuplicateExtension as exc:
         raise PolicyViolation(f"the CSR requests extension {exc.oid.dotted_string} twice") from None
+    _check_public_key(csr)
+    try:
+        # Computed now so that an unusable algorithm/key pairing is a 400 here, not a crash in
+        # the policy checks that later ask whether the signature is valid.
+        _ = csr.is_signature_valid
+    except (UnsupportedAlgorithm, ValueError, TypeError) as exc:
+        oid = csr.signature_algorithm_oid
+        name = getattr(oid, "_name", None) or oid.dotted_string
+        raise BadCsrSignature(
+            f"the CSR's signature ({name}) cannot be verified with its public key: {exc}"
+        ) from None
     return csr
+
+
+_PARSE_PROBLEMS = {
+    "ExtraData": "trailing bytes follow the request",
+    "InvalidLength": "a length is not in DER form (BER long or indefinite lengths are refused)",
+    "InvalidValue": "a value is not DER-encoded",
+    "ShortData": "the data is truncated",
+    "UnexpectedTag": "unexpected ASN.1 type (is it a CSR at all?)",
+}
+
+
+def _der_problem(exc: ValueError) -> str:
+    """The parser's complaint, led by a plain-words version of it when we know one."""
+    detail = str(exc)
+    for kind, words in _PARSE_PROBLEMS.items():
+        if kind in detail:
+            return f"{words} ({detail})"
+    return detail
+
+
+def _ec_parameters(csr: x509.CertificateSigningRequest) -> bytes | None:
+    """The DER parameters of the CSR's EC subjectPublicKeyInfo exactly as sent."""
+    try:
+        info, _ = decoder.decode(
+            csr.tbs_certrequest_bytes, asn1Spec=rfc2986.CertificationRequestInfo()
+        )
+    except PyAsn1Error as exc:
+        raise MalformedDer(f"the CSR's subjectPublicKeyInfo cannot be decoded: {exc}") from None
+    parameters = info["subjectPKInfo"]["algorithm"]["parameters"]
+    return bytes(parameters) if parameters.isValue else None
+
+
+def _names_a_curve(parameters: bytes | None) -> bool:
+    if parameters is None:
+        return False
+    try:
+        _, rest = decoder.decode(parameters, asn1Spec=univ.ObjectIdentifier())
+    except PyAsn1Error:
+        return False
+    return not rest
+
+
+def _check_public_key(csr: x509.CertificateSigningRequest) -> None:
+    """The key must be one this server can use: a known algorithm, a valid key, a named curve."""
+    try:
+        key = csr.public_key()
+    except UnsupportedAlgorithm as exc:
+        raise PolicyViolation(
+            f"the CSR's public key is of a type this server does not support ({exc})"
+        ) from None
+    except ValueError as exc:
+        raise MalformedDer(f"the CSR's public key is not a valid key: {exc}") from None
+    # cryptography maps explicit parameters of a well-known curve to that curve; RFC 5480
+    # §2.1.1 allows only namedCurve in PKIX, so such a request is refused, not silently fixed.
+    if isinstance(key, ec.EllipticCurvePublicKey) and not _names_a_curve(_ec_parameters(csr)):
+        raise PolicyViolation(
+            "the CSR's EC key does not name its curve (explicit curve parameters); "
+            "RFC 5480 requires a named curve such as prime256v1"
+        )
 
 
 def challenge_password(csr: x509.CertificateSigningRequest) -> str | None:
