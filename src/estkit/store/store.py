@@ -93,20 +93,37 @@ class Store:
         with self._guard():
             schema.metadata.create_all(self._writer)
 
+    def _unavailable(self, exc: SQLAlchemyError) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"the certificate store is unavailable ({_cause(exc)}); nothing was issued or "
+            "recorded, retry later",
+            retry_after=self.retry_after,
+        )
+
     @contextmanager
     def _guard(self) -> Iterator[None]:
         try:
             yield
         except SQLAlchemyError as exc:
-            raise StoreUnavailable(
-                f"the certificate store is unavailable ({_cause(exc)}); "
-                "nothing was recorded, retry later",
-                retry_after=self.retry_after,
-            ) from exc
+            raise self._unavailable(exc) from exc
 
     def _read(self, query: Callable[[Connection], T]) -> T:
         with self._guard(), self._reader.begin() as connection:
             return query(connection)
+
+    def _write(
+        self,
+        work: Callable[[Connection], T],
+        on_conflict: Callable[[IntegrityError], Exception] | None = None,
+    ) -> T:
+        """Run work in one write transaction; a constraint violation goes to on_conflict."""
+        try:
+            with self._writer.begin() as connection:
+                return work(connection)
+        except IntegrityError as exc:
+            raise (on_conflict(exc) if on_conflict else self._unavailable(exc)) from exc
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from exc
 
     # Certificates -------------------------------------------------------------------------
 
@@ -118,36 +135,32 @@ class Store:
         audit: AuditEvent | None = None,
     ) -> None:
         """Commit a certificate (and its audit event, and a consumed bootstrap secret) at once."""
-        try:
-            with self._writer.begin() as connection:
-                if consume_once_user is not None:
-                    result = connection.execute(
-                        update(schema.users)
-                        .where(schema.users.c.name == consume_once_user)
-                        .where(schema.users.c.once.is_(True))
-                        .where(schema.users.c.consumed_at.is_(None))
-                        .values(consumed_at=record.issued_at)
-                    )
-                    if result.rowcount != 1:
-                        raise OnceSecretConsumed(consume_once_user)
-                connection.execute(insert(schema.certificates).values(**_certificate_row(record)))
-                if audit is not None:
-                    connection.execute(insert(schema.audit_events).values(**_audit_row(audit)))
-        except IntegrityError as exc:
+
+        def work(connection: Connection) -> None:
+            if consume_once_user is not None:
+                result = connection.execute(
+                    update(schema.users)
+                    .where(schema.users.c.name == consume_once_user)
+                    .where(schema.users.c.once.is_(True))
+                    .where(schema.users.c.consumed_at.is_(None))
+                    .values(consumed_at=record.issued_at)
+                )
+                if result.rowcount != 1:
+                    raise OnceSecretConsumed(consume_once_user)
+            connection.execute(insert(schema.certificates).values(**_certificate_row(record)))
+            _audit(connection, audit)
+
+        def conflict(exc: IntegrityError) -> Exception:
             # Ask the database rather than parse its message: a trigger or constraint whose
             # text happens to mention "serial" is a refusal, not a collision to retry.
             if self.certificate(record.serial) is not None:
-                raise SerialCollision(record.serial) from exc
-            raise StoreUnavailable(
+                return SerialCollision(record.serial)
+            return StoreUnavailable(
                 "the certificate store refused the write; nothing was issued, retry later",
                 retry_after=self.retry_after,
-            ) from exc
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(
-                f"the certificate store is unavailable ({_cause(exc)}); "
-                "nothing was issued, retry later",
-                retry_after=self.retry_after,
-            ) from exc
+            )
+
+        self._write(work, conflict)
 
     def certificate(self, serial: str) -> CertificateRecord | None:
         def query(connection: Connection) -> CertificateRecord | None:
@@ -170,26 +183,20 @@ class Store:
     # Users --------------------------------------------------------------------------------
 
     def add_user(self, user: UserRecord, audit: AuditEvent | None = None) -> None:
-        try:
-            with self._writer.begin() as connection:
-                connection.execute(
-                    insert(schema.users).values(
-                        name=user.name,
-                        secret_hash=user.secret_hash,
-                        labels=None if user.labels is None else json.dumps(list(user.labels)),
-                        once=user.once,
-                        created_at=user.created_at,
-                        consumed_at=user.consumed_at,
-                    )
+        def work(connection: Connection) -> None:
+            connection.execute(
+                insert(schema.users).values(
+                    name=user.name,
+                    secret_hash=user.secret_hash,
+                    labels=None if user.labels is None else json.dumps(list(user.labels)),
+                    once=user.once,
+                    created_at=user.created_at,
+                    consumed_at=user.consumed_at,
                 )
-                if audit is not None:
-                    connection.execute(insert(schema.audit_events).values(**_audit_row(audit)))
-        except IntegrityError as exc:
-            raise UserExists(user.name) from exc
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(
-                f"cannot add user: {_cause(exc)}", retry_after=self.retry_after
-            ) from exc
+            )
+            _audit(connection, audit)
+
+        self._write(work, lambda _exc: UserExists(user.name))
 
     def user(self, name: str) -> UserRecord | None:
         def query(connection: Connection) -> UserRecord | None:
@@ -208,11 +215,13 @@ class Store:
         return self._read(query)
 
     def remove_user(self, name: str, audit: AuditEvent | None = None) -> bool:
-        with self._guard(), self._writer.begin() as connection:
+        def work(connection: Connection) -> bool:
             result = connection.execute(delete(schema.users).where(schema.users.c.name == name))
-            if result.rowcount and audit is not None:
-                connection.execute(insert(schema.audit_events).values(**_audit_row(audit)))
+            if result.rowcount:
+                _audit(connection, audit)
             return bool(result.rowcount)
+
+        return self._write(work)
 
     # Audit --------------------------------------------------------------------------------
 
@@ -234,6 +243,12 @@ class Store:
             ]
 
         return self._read(query)
+
+
+def _audit(connection: Connection, event: AuditEvent | None) -> None:
+    """Record the audit event of a write in the write's own transaction."""
+    if event is not None:
+        connection.execute(insert(schema.audit_events).values(**_audit_row(event)))
 
 
 def _cause(exc: SQLAlchemyError) -> str:
