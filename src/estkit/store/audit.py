@@ -1,0 +1,50 @@
+"""Audit events: who did what, when, from where."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from estkit.store import schema
+from estkit.store.database import Database
+from estkit.store.records import AuditEvent
+
+
+class AuditTable(Database):
+    def audit_events(self) -> list[AuditEvent]:
+        def query(connection: Connection) -> list[AuditEvent]:
+            rows = connection.execute(
+                select(schema.audit_events).order_by(schema.audit_events.c.id)
+            )
+            return [
+                AuditEvent(
+                    actor=r.actor,
+                    action=r.action,
+                    subject=r.subject,
+                    at=r.at,
+                    source=r.source,
+                    detail=json.loads(r.detail),
+                )
+                for r in rows
+            ]
+
+        return self._read(query)
+
+
+def write_audit(connection: Connection, event: AuditEvent | None) -> None:
+    """Record the audit event of a write in the write's own transaction."""
+    if event is not None:
+        connection.execute(insert(schema.audit_events).values(**_audit_row(event)))
+
+
+def _audit_row(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "at": event.at,
+        "actor": event.actor,
+        "action": event.action,
+        "subject": event.subject,
+        "source": event.source,
+        "detail": json.dumps(event.detail, sort_keys=True),
+    }

@@ -1,0 +1,119 @@
+"""Issued certificates."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from estkit.store import schema
+from estkit.store.audit import write_audit
+from estkit.store.database import Database, StoreUnavailable
+from estkit.store.records import AuditEvent, CertificateRecord
+
+
+class SerialCollision(Exception):
+    """A serial number already exists; the caller draws a new one."""
+
+
+class OnceSecretConsumed(Exception):
+    """A one-time bootstrap secret was already used by an earlier enrollment."""
+
+
+class CertificateTable(Database):
+    def record_certificate(
+        self,
+        record: CertificateRecord,
+        *,
+        consume_once_user: str | None = None,
+        audit: AuditEvent | None = None,
+    ) -> None:
+        """Commit a certificate (and its audit event, and a consumed bootstrap secret) at once."""
+
+        def work(connection: Connection) -> None:
+            if consume_once_user is not None:
+                result = connection.execute(
+                    update(schema.users)
+                    .where(schema.users.c.name == consume_once_user)
+                    .where(schema.users.c.once.is_(True))
+                    .where(schema.users.c.consumed_at.is_(None))
+                    .values(consumed_at=record.issued_at)
+                )
+                if result.rowcount != 1:
+                    raise OnceSecretConsumed(consume_once_user)
+            connection.execute(insert(schema.certificates).values(**_certificate_row(record)))
+            write_audit(connection, audit)
+
+        def conflict(exc: IntegrityError) -> Exception:
+            # Ask the database rather than parse its message: a trigger or constraint whose
+            # text happens to mention "serial" is a refusal, not a collision to retry.
+            if self.certificate(record.serial) is not None:
+                return SerialCollision(record.serial)
+            return StoreUnavailable(
+                "the certificate store refused the write; nothing was issued, retry later",
+                retry_after=self.retry_after,
+            )
+
+        self._write(work, conflict)
+
+    def certificate(self, serial: str) -> CertificateRecord | None:
+        def query(connection: Connection) -> CertificateRecord | None:
+            row = connection.execute(
+                select(schema.certificates).where(schema.certificates.c.serial == serial)
+            ).first()
+            return None if row is None else _certificate_record(row._mapping)
+
+        return self._read(query)
+
+    def certificates(self) -> list[CertificateRecord]:
+        def query(connection: Connection) -> list[CertificateRecord]:
+            rows = connection.execute(
+                select(schema.certificates).order_by(schema.certificates.c.id)
+            )
+            return [_certificate_record(row._mapping) for row in rows]
+
+        return self._read(query)
+
+
+def _certificate_row(record: CertificateRecord) -> dict[str, Any]:
+    return {
+        "serial": record.serial,
+        "label": record.label,
+        "subject": record.subject,
+        "sans": json.dumps(list(record.sans)),
+        "not_before": record.not_before,
+        "not_after": record.not_after,
+        "key_fingerprint": record.key_fingerprint,
+        "requester": record.requester,
+        "kind": record.kind,
+        "replaces_serial": record.replaces_serial,
+        "issuer_id": record.issuer_id,
+        "issued_at": record.issued_at,
+        "status": record.status,
+        "revoked_at": record.revoked_at,
+        "revocation_reason": record.revocation_reason,
+        "der": record.der,
+    }
+
+
+def _certificate_record(row: Any) -> CertificateRecord:
+    return CertificateRecord(
+        serial=row["serial"],
+        label=row["label"],
+        subject=row["subject"],
+        sans=tuple(json.loads(row["sans"])),
+        not_before=row["not_before"],
+        not_after=row["not_after"],
+        key_fingerprint=row["key_fingerprint"],
+        requester=row["requester"],
+        kind=row["kind"],
+        der=bytes(row["der"]),
+        issuer_id=row["issuer_id"],
+        issued_at=row["issued_at"],
+        replaces_serial=row["replaces_serial"],
+        status=row["status"],
+        revoked_at=row["revoked_at"],
+        revocation_reason=row["revocation_reason"],
+    )

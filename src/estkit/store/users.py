@@ -1,0 +1,72 @@
+"""HTTP Basic accounts (only secret hashes are stored)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select
+
+from estkit.store import schema
+from estkit.store.audit import write_audit
+from estkit.store.database import Database
+from estkit.store.records import AuditEvent, UserRecord
+
+
+class UserExists(Exception):
+    """A user of that name exists already."""
+
+
+class UserTable(Database):
+    def add_user(self, user: UserRecord, audit: AuditEvent | None = None) -> None:
+        def work(connection: Connection) -> None:
+            connection.execute(
+                insert(schema.users).values(
+                    name=user.name,
+                    secret_hash=user.secret_hash,
+                    labels=None if user.labels is None else json.dumps(list(user.labels)),
+                    once=user.once,
+                    created_at=user.created_at,
+                    consumed_at=user.consumed_at,
+                )
+            )
+            write_audit(connection, audit)
+
+        self._write(work, lambda _exc: UserExists(user.name))
+
+    def user(self, name: str) -> UserRecord | None:
+        def query(connection: Connection) -> UserRecord | None:
+            row = connection.execute(
+                select(schema.users).where(schema.users.c.name == name)
+            ).first()
+            return None if row is None else _user_record(row._mapping)
+
+        return self._read(query)
+
+    def users(self) -> list[UserRecord]:
+        def query(connection: Connection) -> list[UserRecord]:
+            rows = connection.execute(select(schema.users).order_by(schema.users.c.name))
+            return [_user_record(row._mapping) for row in rows]
+
+        return self._read(query)
+
+    def remove_user(self, name: str, audit: AuditEvent | None = None) -> bool:
+        def work(connection: Connection) -> bool:
+            result = connection.execute(delete(schema.users).where(schema.users.c.name == name))
+            if result.rowcount:
+                write_audit(connection, audit)
+            return bool(result.rowcount)
+
+        return self._write(work)
+
+
+def _user_record(row: Any) -> UserRecord:
+    labels = row["labels"]
+    return UserRecord(
+        name=row["name"],
+        secret_hash=row["secret_hash"],
+        labels=None if labels is None else tuple(json.loads(labels)),
+        once=bool(row["once"]),
+        created_at=row["created_at"],
+        consumed_at=row["consumed_at"],
+    )
