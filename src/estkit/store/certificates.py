@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
@@ -20,6 +21,18 @@ class SerialCollision(Exception):
 
 class OnceSecretConsumed(Exception):
     """A one-time bootstrap secret was already used by an earlier enrollment."""
+
+
+class UnknownCertificate(Exception):
+    """No certificate with that serial number is in the store."""
+
+
+class AlreadyRevoked(Exception):
+    """The certificate was revoked before; carries its record (time and reason)."""
+
+    def __init__(self, record: CertificateRecord) -> None:
+        super().__init__(record.serial)
+        self.record = record
 
 
 class CertificateTable(Database):
@@ -75,6 +88,31 @@ class CertificateTable(Database):
             return [_certificate_record(row._mapping) for row in rows]
 
         return self._read(query)
+
+    def revoke_certificate(
+        self, serial: str, reason: str, revoked_at: datetime, audit: AuditEvent | None = None
+    ) -> CertificateRecord:
+        """Mark a valid certificate revoked (with its audit event); returns the new record."""
+
+        def work(connection: Connection) -> CertificateRecord:
+            result = connection.execute(
+                update(schema.certificates)
+                .where(schema.certificates.c.serial == serial)
+                .where(schema.certificates.c.status == "valid")
+                .values(status="revoked", revoked_at=revoked_at, revocation_reason=reason)
+            )
+            row = connection.execute(
+                select(schema.certificates).where(schema.certificates.c.serial == serial)
+            ).first()
+            if row is None:
+                raise UnknownCertificate(serial)
+            record = _certificate_record(row._mapping)
+            if result.rowcount != 1:
+                raise AlreadyRevoked(record)
+            write_audit(connection, audit)
+            return record
+
+        return self._write(work)
 
 
 def _certificate_row(record: CertificateRecord) -> dict[str, Any]:
