@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from estkit import __version__
+from estkit.cli import client_commands
 
 DEFAULT_DIR = "./est-data"
 
@@ -84,11 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     remove = user_commands.add_parser("remove", help="remove a user")
     _add_dir(remove)
     remove.add_argument("name")
+
+    client_commands.add_parsers(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in client_commands.COMMANDS:
+        try:
+            return client_commands.run(args)
+        except KeyboardInterrupt:
+            return 130
     if getattr(args, "dir", None) is None and hasattr(args, "dir"):
         args.dir = default_dir()
     try:

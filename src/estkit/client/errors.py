@@ -52,5 +52,30 @@ class ServerError(EstClientError):
         self.reason = reason
 
 
+class OperationNotOffered(ServerError):
+    """501: the server does not implement this operation (e.g. serverkeygen, fullcmc)."""
+
+    def __init__(self, operation: str, reason: str) -> None:
+        super().__init__(501, reason)
+        self.operation = operation
+
+    def __str__(self) -> str:
+        return f"the server does not offer {self.operation} (501): {self.reason}"
+
+
+class GaveUpWaiting(EstClientError):
+    """The server kept answering 202/503 + Retry-After beyond the time the caller allowed."""
+
+    def __init__(self, waited: float, max_wait: float, last: RetryLater) -> None:
+        super().__init__(
+            f"gave up after waiting {waited:.0f} s of at most {max_wait:.0f} s: the server still "
+            f"asks to retry in {last.delay} s ({last.status}"
+            + (f": {last.reason})" if last.reason else ")")
+        )
+        self.waited = waited
+        self.max_wait = max_wait
+        self.last = last
+
+
 class BadResponse(EstClientError):
     """The server answered something that is not what RFC 7030 says it sends."""

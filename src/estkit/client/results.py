@@ -113,3 +113,4 @@ class ServerGeneratedKey:
 
     private_key: PrivateKeyTypes
     certificate: x509.Certificate
+    extra_certificates: tuple[x509.Certificate, ...] = ()

@@ -79,7 +79,8 @@ def tls_context(
         except (OSError, ssl.SSLError) as exc:
             raise TlsVerificationFailed(
                 f"cannot use client certificate {certificate.cert_file} with key "
-                f"{certificate.key_file}: {exc}"
+                f"{certificate.key_file}: {exc}; check that both files exist, are PEM, and "
+                "that the key belongs to the certificate"
             ) from exc
     return context
 
@@ -87,26 +88,46 @@ def tls_context(
 class Connection:
     """An open TLS connection to host:port, carrying one or more requests."""
 
-    def __init__(self, host: str, port: int, context: ssl.SSLContext, timeout: float) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        timeout: float,
+        presents_certificate: bool = False,
+    ) -> None:
         self.host = host
         self.port = port
+        self.presents_certificate = presents_certificate
         self._http = http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
         try:
             self._http.connect()
         except ssl.SSLCertVerificationError as exc:
             self._http.close()
             raise TlsVerificationFailed(
-                f"TLS verification of {host}:{port} failed: {exc.verify_message or exc.reason}; "
+                f"TLS verification of {host}:{port} failed: "
+                f"{str(exc.verify_message or exc.reason).rstrip('.')}; "
                 "check the trust anchor (--ca-file) and the server name"
             ) from exc
         except ssl.SSLError as exc:
             self._http.close()
-            raise TlsVerificationFailed(f"TLS handshake with {host}:{port} failed: {exc}") from exc
+            raise TlsVerificationFailed(
+                f"TLS handshake with {host}:{port} failed: {exc}{self._certificate_hint()}"
+            ) from exc
         except OSError as exc:
             self._http.close()
             raise ServerUnreachable(
                 f"cannot connect to {host}:{port}: {getattr(exc, 'strerror', None) or exc}"
             ) from exc
+
+    def _certificate_hint(self) -> str:
+        if not self.presents_certificate:
+            return ""
+        return (
+            "; the server may have refused the TLS client certificate: check that it is "
+            "valid, not revoked, issued by a CA the server trusts, and allowed for client "
+            "authentication (extended key usage clientAuth)"
+        )
 
     @property
     def _sock(self) -> ssl.SSLSocket:
@@ -141,6 +162,16 @@ class Connection:
             self._http.request(method, path, body=body, headers=headers or {})
             answer = self._http.getresponse()
             data = answer.read(MAX_RESPONSE_BYTES + 1)
+        except (ssl.SSLError, http.client.RemoteDisconnected, ConnectionResetError) as exc:
+            if not self.presents_certificate:
+                raise ServerUnreachable(
+                    f"the connection to {self.host}:{self.port} failed during the request: {exc}"
+                ) from exc
+            # TLS 1.3 clients learn that their certificate was refused only when they read.
+            raise TlsVerificationFailed(
+                f"{self.host}:{self.port} closed the connection without answering ({exc})"
+                f"{self._certificate_hint()}"
+            ) from exc
         except (OSError, http.client.HTTPException) as exc:
             raise ServerUnreachable(
                 f"the connection to {self.host}:{self.port} failed during the request: {exc}"
