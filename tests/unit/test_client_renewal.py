@@ -16,10 +16,10 @@ from estkit.client.renewal import (
     RenewalResult,
     Threshold,
     backoff,
-    format_duration,
     parse_duration,
     watch,
 )
+from estkit.durations import format_duration
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
 

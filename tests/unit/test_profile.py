@@ -2,7 +2,8 @@ from datetime import timedelta
 
 import pytest
 
-from estkit.authority.profile import ProfileError, parse_duration, parse_profile
+from estkit.authority.profile import ProfileError, parse_profile
+from estkit.durations import parse_duration
 
 
 @pytest.mark.parametrize(

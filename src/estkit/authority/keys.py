@@ -1,4 +1,8 @@
-"""Key types: generation by name, describing a public key, and key files kept private."""
+"""Describing public keys and keeping CA key files private.
+
+Key generation by type name lives in :mod:`estkit.wire.keytypes` (shared with the client) and
+is re-exported here for the authority's callers.
+"""
 
 from __future__ import annotations
 
@@ -14,20 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificatePublicKeyTypes,
 )
 
-KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519")
-CURVES: dict[str, type[ec.EllipticCurve]] = {"ec-p256": ec.SECP256R1, "ec-p384": ec.SECP384R1}
-CURVE_KEY_TYPES = {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}
-
-
-def generate_key(key_type: str) -> CertificateIssuerPrivateKeyTypes:
-    """A fresh private key of one of :data:`KEY_TYPES`."""
-    if key_type in CURVES:
-        return ec.generate_private_key(CURVES[key_type]())
-    if key_type.startswith("rsa-") and key_type in KEY_TYPES:
-        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
-    if key_type == "ed25519":
-        return ed25519.Ed25519PrivateKey.generate()
-    raise ValueError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
+from estkit.wire.keytypes import CURVE_KEY_TYPES, KEY_TYPES, generate_key, signature_hash
 
 
 def describe_public_key(key: CertificatePublicKeyTypes) -> str:
@@ -39,15 +30,6 @@ def describe_public_key(key: CertificatePublicKeyTypes) -> str:
     if isinstance(key, ed25519.Ed25519PublicKey):
         return "Ed25519"
     return type(key).__name__.removeprefix("_").replace("PublicKey", "") or "unknown"
-
-
-def signature_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | hashes.SHA384 | None:
-    """The hash a CA signs with for its key: SHA-384 for P-384, none for Ed25519, else SHA-256."""
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return None
-    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
-        return hashes.SHA384()
-    return hashes.SHA256()
 
 
 def spki_sha256(key: CertificateIssuerPublicKeyTypes | CertificatePublicKeyTypes) -> str:
@@ -100,3 +82,16 @@ def load_private_key(path: Path) -> CertificateIssuerPrivateKeyTypes:
     ):
         raise KeyFileError(f"key file {path} holds a {type(key).__name__}, not RSA, EC or Ed25519")
     return key
+
+
+__all__ = [
+    "CURVE_KEY_TYPES",
+    "KEY_TYPES",
+    "KeyFileError",
+    "describe_public_key",
+    "generate_key",
+    "load_private_key",
+    "signature_hash",
+    "spki_sha256",
+    "write_private_key",
+]

@@ -15,6 +15,8 @@ from typing import Any
 
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
+from estkit.durations import parse_duration
+
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 EKU_NAMES: dict[str, ObjectIdentifier] = {
@@ -33,8 +35,6 @@ OPERATION_NAMES = frozenset(
 )
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DEFAULT_LABEL = ""
-_DURATION = re.compile(r"(\d+)([smhd])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_VALIDITY = timedelta(days=36500)
 """100 years: issued certificates end with the issuing CA anyway, and a larger value would
 overflow date arithmetic when a certificate is built."""
@@ -48,17 +48,6 @@ class ProfileError(ValueError):
         super().__init__(f"{key}: {reason}")
         self.key = key
         self.reason = reason
-
-
-def parse_duration(text: str) -> timedelta:
-    """'90d', '12h', '30m', '3600s' -> timedelta."""
-    match = _DURATION.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"{text!r} is not a duration such as '90d', '12h', '30m' or '600s'")
-    seconds = int(match.group(1)) * _UNITS[match.group(2)]
-    if seconds > _MAX_DURATION_SECONDS:
-        raise ValueError(f"{text!r} is longer than {_MAX_DURATION_SECONDS // 86400}d")
-    return timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
@@ -15,34 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import AttributeOID
 
-KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519")
-
-
-def generate_key(key_type: str) -> CertificateIssuerPrivateKeyTypes:
-    """A new private key: ec-p256, ec-p384, rsa-BITS (2048 or more) or ed25519."""
-    if key_type == "ec-p256":
-        return ec.generate_private_key(ec.SECP256R1())
-    if key_type == "ec-p384":
-        return ec.generate_private_key(ec.SECP384R1())
-    if key_type.startswith("rsa-") and key_type[4:].isdigit() and int(key_type[4:]) >= 2048:
-        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
-    if key_type == "ed25519":
-        return ed25519.Ed25519PrivateKey.generate()
-    raise ValueError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
-
-
-def key_type_of(key: PrivateKeyTypes) -> str:
-    """The key type name of an existing key (what :func:`generate_key` would make)."""
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        names = {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}
-        if key.curve.name in names:
-            return names[key.curve.name]
-        raise ValueError(f"unsupported elliptic curve {key.curve.name}; use P-256 or P-384")
-    if isinstance(key, rsa.RSAPrivateKey):
-        return f"rsa-{key.key_size}"
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return "ed25519"
-    raise ValueError(f"unsupported key type {type(key).__name__}; use EC, RSA or Ed25519")
+from estkit.wire.keytypes import KEY_TYPES, generate_key, key_type_of, signature_hash
 
 
 def signing_key(key: PrivateKeyTypes) -> CertificateIssuerPrivateKeyTypes:
@@ -52,14 +24,6 @@ def signing_key(key: PrivateKeyTypes) -> CertificateIssuerPrivateKeyTypes:
         key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
     )
     return key
-
-
-def _hash_for(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | hashes.SHA384 | None:
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return None
-    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
-        return hashes.SHA384()
-    return hashes.SHA256()
 
 
 @dataclass(frozen=True)
@@ -87,4 +51,7 @@ class CsrTemplate:
             builder = builder.add_attribute(
                 AttributeOID.CHALLENGE_PASSWORD, base64.b64encode(tls_unique)
             )
-        return builder.sign(self.key, _hash_for(self.key))
+        return builder.sign(self.key, signature_hash(self.key))
+
+
+__all__ = ["KEY_TYPES", "CsrTemplate", "generate_key", "key_type_of", "signing_key"]

@@ -10,7 +10,6 @@ failures.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from estkit import durations
 from estkit.client.client import EstClient, with_retries
 from estkit.client.csr import CsrTemplate, generate_key, key_type_of, signing_key
 from estkit.client.errors import BadResponse, EstClientError, RetryLater
@@ -43,8 +43,6 @@ from estkit.client.trust import chain_for
 DEFAULT_BEFORE = "33%"
 DEFAULT_INTERVAL = 3600.0
 RETRY_BASE = 60.0
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 Clock = Callable[[], datetime]
 
@@ -58,14 +56,9 @@ def utcnow() -> datetime:
 
 
 def parse_duration(text: str) -> timedelta:
-    """``30s``, ``15m``, ``1h``, ``7d`` (a bare number is seconds)."""
+    """``30s``, ``15m``, ``1h``, ``7d``; a bare number is seconds."""
     value = text.strip()
-    if value.replace(".", "", 1).isdigit():
-        value += "s"
-    match = _DURATION.match(value)
-    if match is None or float(match.group(1)) <= 0:
-        raise ValueError(f"{text!r} is not a duration: use a number with s, m, h or d (e.g. 7d)")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    return durations.parse_duration(value + "s" if value.replace(".", "", 1).isdigit() else value)
 
 
 @dataclass(frozen=True)
@@ -106,16 +99,7 @@ class Threshold:
         if self.fraction is not None:
             return f"renew with less than {self.fraction * 100:g}% of the lifetime left"
         assert self.margin is not None
-        return f"renew with less than {format_duration(self.margin)} left"
-
-
-def format_duration(duration: timedelta) -> str:
-    """``7d``, ``12h``, ``90s``: the largest unit that divides the duration exactly."""
-    seconds = duration.total_seconds()
-    for unit in ("d", "h", "m"):
-        if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
-            return f"{seconds / _UNITS[unit]:g}{unit}"
-    return f"{seconds:g}s"
+        return f"renew with less than {durations.format_duration(self.margin)} left"
 
 
 def subject_alt_names(cert: x509.Certificate) -> list[x509.GeneralName]:
