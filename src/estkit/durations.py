@@ -7,9 +7,10 @@ from datetime import timedelta
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_LONGEST = timedelta(days=999_999_999)
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, maximum: timedelta | None = None) -> timedelta:
     """'90d' -> timedelta(days=90); ValueError naming the accepted forms otherwise."""
     match = _DURATION.fullmatch(text.strip())
     if match is None or float(match.group(1)) <= 0:
@@ -17,7 +18,11 @@ def parse_duration(text: str) -> timedelta:
             f"{text!r} is not a duration: use a positive number with s, m, h or d "
             "(e.g. '90d', '12h', '30m', '600s')"
         )
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    limit = maximum or _LONGEST
+    if seconds > limit.total_seconds():
+        raise ValueError(f"{text!r} is longer than {format_duration(limit)}")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(duration: timedelta) -> str:

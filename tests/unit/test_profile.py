@@ -56,3 +56,9 @@ def test_bad_settings_name_the_key_and_reason(label, table, key, reason):
         parse_profile(label, table)
     assert info.value.key == key
     assert reason in info.value.reason
+
+
+@pytest.mark.parametrize("text", ["99999999999d", "36501d", "9" * 400 + "d"])
+def test_validity_beyond_a_century_is_refused_with_the_limit(text):
+    with pytest.raises(ProfileError, match="longer than 36500d"):
+        parse_profile("lab", {"validity": text})

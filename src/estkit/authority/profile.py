@@ -38,7 +38,6 @@ DEFAULT_LABEL = ""
 MAX_VALIDITY = timedelta(days=36500)
 """100 years: issued certificates end with the issuing CA anyway, and a larger value would
 overflow date arithmetic when a certificate is built."""
-_MAX_DURATION_SECONDS = int(MAX_VALIDITY.total_seconds())
 
 
 class ProfileError(ValueError):
@@ -118,7 +117,7 @@ def _parse_setting(key: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise ProfileError(key, "must be a duration string such as '90d'")
         try:
-            duration = parse_duration(value)
+            duration = parse_duration(value, maximum=MAX_VALIDITY)
         except ValueError as exc:
             raise ProfileError(key, str(exc)) from exc
         if duration < timedelta(minutes=1):
