@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import ipaddress
 import os
 import re
@@ -164,7 +165,7 @@ def test_init_creates_a_complete_instance(tmp_path):
         (
             "init",
             format(tls.serial_number, "x"),
-            "operator",
+            f"operator:{getpass.getuser()}",
             tls.public_bytes(serialization.Encoding.DER),
         )
     ]

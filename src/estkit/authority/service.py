@@ -11,7 +11,7 @@ from cryptography.x509.oid import ObjectIdentifier, SignatureAlgorithmOID
 
 from estkit.authority.accounts import ONCE_SECRET_USED
 from estkit.authority.ca import CertificateAuthority, is_issued_by
-from estkit.authority.checks import CHECKS, requested_sans, same_key
+from estkit.authority.checks import CHECKS, same_key
 from estkit.authority.identity import OWN_ANCHOR
 from estkit.authority.issue import PublicUrls, build_certificate
 from estkit.authority.keys import spki_sha256
@@ -54,6 +54,37 @@ def serial_hex(serial: int) -> str:
 def san_strings(names: Sequence[x509.GeneralName]) -> tuple[str, ...]:
     kinds = {x509.DNSName: "DNS", x509.IPAddress: "IP", x509.RFC822Name: "email"}
     return tuple(f"{kinds.get(type(n), type(n).__name__)}:{n.value}" for n in names)
+
+
+def certificate_record(
+    cert: x509.Certificate,
+    label: str,
+    requester: str,
+    kind: str,
+    issuer_id: str,
+    issued_at: datetime,
+    replaces_serial: str | None = None,
+) -> CertificateRecord:
+    """The store's record of an issued certificate, read off the certificate itself."""
+    try:
+        sans = list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        sans = []
+    return CertificateRecord(
+        serial=serial_hex(cert.serial_number),
+        label=label,
+        subject=cert.subject.rfc4514_string(),
+        sans=san_strings(sans),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        key_fingerprint=spki_sha256(cert.public_key()),
+        requester=requester,
+        kind=kind,
+        der=cert.public_bytes(Encoding.DER),
+        issuer_id=issuer_id,
+        issued_at=issued_at,
+        replaces_serial=replaces_serial,
+    )
 
 
 class Authority:
@@ -148,20 +179,8 @@ class Authority:
             now = self.clock()
             serial = x509.random_serial_number()
             cert = build_certificate(self.ca, request.csr, profile, serial, now, self.urls)
-            record = CertificateRecord(
-                serial=serial_hex(serial),
-                label=request.label,
-                subject=cert.subject.rfc4514_string(),
-                sans=san_strings(requested_sans(request.csr)),
-                not_before=cert.not_valid_before_utc,
-                not_after=cert.not_valid_after_utc,
-                key_fingerprint=spki_sha256(cert.public_key()),
-                requester=identity.describe(),
-                kind=kind,
-                der=cert.public_bytes(Encoding.DER),
-                issuer_id=self.ca.issuing_id,
-                issued_at=now,
-                replaces_serial=replaces,
+            record = certificate_record(
+                cert, request.label, identity.describe(), kind, self.ca.issuing_id, now, replaces
             )
             event = AuditEvent(
                 actor=identity.describe(),

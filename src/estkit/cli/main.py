@@ -1,115 +1,89 @@
-"""``estkit`` command: argument parsing and dispatch; each command lives in its own module."""
+"""``estkit``: argument parsing and dispatch.
+
+Device commands (``estkit.cli.client_commands``) need only the client install.  Operator
+commands live in one module per area (listed in OPERATOR_COMMANDS), each with a
+``register(commands)`` that adds its parsers and sets ``handler``.  They need the server
+extra: only the module of the command being run is imported, and on a client-only install
+the command answers with what to install.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
+import importlib
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 from estkit import __version__
 from estkit.cli import client_commands
+from estkit.cli.common import CommandError, default_dir
 
-DEFAULT_DIR = "./est-data"
+OPERATOR_COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("estkit.cli.instance", "create a new instance: CAs, TLS certificate, config"),
+    "serve": ("estkit.cli.instance", "run the EST server"),
+    "user": ("estkit.cli.users", "manage HTTP Basic accounts"),
+}
+"""Operator commands: the module that registers each, and its one-line help."""
 
-
-class CommandError(Exception):
-    """A command failed in a way the user can fix; printed as one line, exit status 1."""
-
-
-def default_dir() -> Path:
-    return Path(os.environ.get("ESTKIT_DIR") or DEFAULT_DIR)
-
-
-def _add_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=None,
-        help="instance directory (default: $ESTKIT_DIR, else ./est-data)",
-    )
+Handler = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _register_operator_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], wanted: str | None
+) -> None:
+    """Import only the module of the command being run (server code stays unloaded for device
+    commands); every other operator command is listed by name and help only."""
+    registered: set[str] = set()
+    if wanted in OPERATOR_COMMANDS:
+        module_name = OPERATOR_COMMANDS[wanted][0]
+        try:
+            importlib.import_module(module_name).register(commands)
+        except ImportError as exc:
+            missing: str | None = exc.name or "a server dependency"
+        else:
+            missing = None
+            registered = {n for n, (m, _) in OPERATOR_COMMANDS.items() if m == module_name}
+    for name, (_, help_text) in OPERATOR_COMMANDS.items():
+        if name in registered:
+            continue
+        parser = commands.add_parser(name, help=help_text, add_help=False)
+        parser.add_argument("rest", nargs=argparse.REMAINDER)
+        if name == wanted:
+            parser.set_defaults(missing_module=missing)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="estkit", description="EST (RFC 7030) server, certificate authority and client."
     )
     parser.add_argument("--version", action="version", version=f"estkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    init = commands.add_parser("init", help="create a new instance: CAs, TLS certificate, config")
-    _add_dir(init)
-    init.add_argument("--ca-name", default="estkit", help="name used in the CA subjects")
-    init.add_argument(
-        "--key-type",
-        default="ec-p256",
-        choices=["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"],
-        help="key type of the CAs and the server's TLS key (default ec-p256)",
-    )
-    init.add_argument(
-        "--hostname",
-        action="append",
-        default=None,
-        help="name or address of the server for its TLS certificate (repeatable; "
-        "default localhost and 127.0.0.1)",
-    )
-
-    serve = commands.add_parser("serve", help="run the EST server")
-    _add_dir(serve)
-    serve.add_argument("--host", default=None, help="address to listen on (default from config)")
-    serve.add_argument("--port", type=int, default=None, help="HTTPS port (default from config)")
-
-    user = commands.add_parser("user", help="manage HTTP Basic accounts")
-    user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
-    add = user_commands.add_parser("add", help="add a user; prints a generated secret once")
-    _add_dir(add)
-    add.add_argument("name")
-    add.add_argument(
-        "--label",
-        action="append",
-        default=[],
-        help="label the user may enroll on (repeatable; "
-        "'default' for the unlabelled path; none given: every label)",
-    )
-    add.add_argument(
-        "--once",
-        action="store_true",
-        help="one-time bootstrap secret, consumed by its first successful enrollment",
-    )
-    add.add_argument(
-        "--password-stdin", action="store_true", help="read the secret from standard input"
-    )
-    listing = user_commands.add_parser("list", help="list users")
-    _add_dir(listing)
-    remove = user_commands.add_parser("remove", help="remove a user")
-    _add_dir(remove)
-    remove.add_argument("name")
-
+    wanted = next((a for a in (argv if argv is not None else sys.argv[1:]) if a[:1] != "-"), None)
+    _register_operator_commands(commands, wanted)
     client_commands.add_parsers(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     if args.command in client_commands.COMMANDS:
         try:
             return client_commands.run(args)
         except KeyboardInterrupt:
             return 130
-    if getattr(args, "dir", None) is None and hasattr(args, "dir"):
-        args.dir = default_dir()
-    try:
-        from estkit.cli import operator
-    except ImportError as exc:
+    missing = getattr(args, "missing_module", None)
+    if missing is not None:
         print(
             f"estkit: {args.command} needs the server components: pip install 'estkit[server]' "
-            f"({exc.name} is missing)",
+            f"({missing} is missing)",
             file=sys.stderr,
         )
         return 1
+    if hasattr(args, "dir") and args.dir is None:
+        args.dir = default_dir()
+    handler: Handler = args.handler
     try:
-        return operator.run(args)
+        return handler(args)
     except CommandError as exc:
         print(f"estkit: error: {exc}", file=sys.stderr)
         return 1

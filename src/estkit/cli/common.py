@@ -1,0 +1,37 @@
+"""What every command module shares; light enough for the client-only install."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+from pathlib import Path
+
+DEFAULT_DIR = "./est-data"
+
+Subcommands = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+class CommandError(Exception):
+    """A command failed in a way the user can fix; printed as one line, exit status 1."""
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("ESTKIT_DIR") or DEFAULT_DIR)
+
+
+def add_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="instance directory (default: $ESTKIT_DIR, else ./est-data)",
+    )
+
+
+def operator_actor() -> str:
+    """Who ran an operator command, for the audit trail: the local account name."""
+    try:
+        return f"operator:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"operator:uid-{os.getuid()}"

@@ -1,0 +1,30 @@
+"""Opening an instance's configuration and store for an operator command."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from estkit.cli.common import CommandError
+from estkit.config import Config, ConfigError, load_config
+from estkit.store import Store, StoreUnavailable
+
+
+def instance_config(directory: Path) -> Config:
+    try:
+        return load_config(directory)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+
+
+@contextmanager
+def instance_store(config: Config) -> Iterator[Store]:
+    """The instance's store, closed afterwards; an unreachable store is a one-line error."""
+    store = Store(config.store_url, busy_timeout=config.store_busy_timeout)
+    try:
+        yield store
+    except StoreUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        store.close()
