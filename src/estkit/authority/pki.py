@@ -34,16 +34,20 @@ class InstancePki:
     tls_key: str = "tls/server.key"
 
 
-def _ca_certificate(
+def ca_certificate(
     subject: x509.Name,
-    issuer: x509.Name,
     public_key: CertificateIssuerPublicKeyTypes,
+    issuer: x509.Name,
     signer: CertificateIssuerPrivateKeyTypes,
-    issuer_public_key: CertificateIssuerPublicKeyTypes,
-    validity: timedelta,
-    path_length: int,
+    not_after: datetime,
+    path_length: int | None,
     now: datetime,
 ) -> x509.Certificate:
+    """A CA certificate for subject's key, signed by signer under the name issuer.
+
+    Roots have no path length limit (None): during a root rollover the old root must be able to
+    validate NewWithOld -> new issuing CA -> end entity, two CA certificates below it.
+    """
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -51,7 +55,7 @@ def _ca_certificate(
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + validity)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -69,7 +73,8 @@ def _ca_certificate(
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public_key), critical=False
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+            critical=False,
         )
     )
     return builder.sign(signer, signature_hash(signer))
@@ -133,15 +138,8 @@ def create_pki(
             x509.NameAttribute(NameOID.COMMON_NAME, f"{ca_name} Root CA"),
         ]
     )
-    root = _ca_certificate(
-        root_name,
-        root_name,
-        root_key.public_key(),
-        root_key,
-        root_key.public_key(),
-        ROOT_VALIDITY,
-        1,
-        now,
+    root = ca_certificate(
+        root_name, root_key.public_key(), root_name, root_key, now + ROOT_VALIDITY, None, now
     )
     issuing_key = generate_key(key_type)
     issuing_name = x509.Name(
@@ -150,15 +148,8 @@ def create_pki(
             x509.NameAttribute(NameOID.COMMON_NAME, f"{ca_name} Issuing CA"),
         ]
     )
-    issuing = _ca_certificate(
-        issuing_name,
-        root_name,
-        issuing_key.public_key(),
-        root_key,
-        root_key.public_key(),
-        ISSUING_VALIDITY,
-        0,
-        now,
+    issuing = ca_certificate(
+        issuing_name, issuing_key.public_key(), root_name, root_key, now + ISSUING_VALIDITY, 0, now
     )
     tls_key = generate_key(key_type)
     tls_cert = tls_server_certificate(hostnames, tls_key, issuing, issuing_key, now)
