@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from estkit.authority.crl import CrlSettingError, CrlSettings, parse_crl_settings
+from estkit.authority.ocsp_settings import OcspSettingError, OcspSettings, parse_ocsp_settings
 from estkit.authority.profile import DEFAULT_LABEL, Profile, ProfileError, parse_profile
 
 CONFIG_NAME = "estkit.toml"
@@ -55,6 +57,12 @@ class Config:
     store_busy_timeout: float
     profiles: Mapping[str, Profile]
     anchors: Mapping[str, Path] = field(default_factory=dict)
+    anchor_crls: Mapping[str, Path] = field(default_factory=dict)
+    """``[anchors.<name>] crl``: the CRL file of an anchor, for those that have one."""
+    crl: CrlSettings = field(default_factory=CrlSettings)
+    ocsp: OcspSettings = field(default_factory=OcspSettings)
+    key_archive_recipient: Path | None = None
+    """``[key_archive] recipient_cert``: server-generated keys are archived encrypted to it."""
 
 
 _SERVER_TYPES: dict[str, tuple[type, ...]] = {
@@ -130,7 +138,18 @@ def load_config(directory: Path) -> Config:
         raise ConfigError(path, "-", "no estkit instance here; run 'estkit init' first") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "-", f"not valid TOML: {exc}") from None
-    known = {"server", "ca", "tls", "store", "profile", "labels", "anchors"}
+    known = {
+        "server",
+        "ca",
+        "tls",
+        "store",
+        "profile",
+        "labels",
+        "anchors",
+        "crl",
+        "key_archive",
+        "ocsp",
+    }
     for key in data:
         if key not in known:
             raise ConfigError(path, key, f"unknown table (known: {', '.join(sorted(known))})")
@@ -159,13 +178,30 @@ def load_config(directory: Path) -> Config:
             raise ConfigError(path, key, exc.reason) from None
 
     anchors: dict[str, Path] = {}
+    anchor_crls: dict[str, Path] = {}
     for name, table in _table(path, data, "anchors").items():
         if not isinstance(table, dict):
             raise ConfigError(path, f"anchors.{name}", "must be a table")
+        for key in table:
+            if key not in ("certificates", "crl"):
+                raise ConfigError(path, f"anchors.{name}.{key}", "unknown setting")
         anchor_file = _path(path, directory, table, "certificates", f"anchors.{name}")
         if not anchor_file.is_file():
             raise ConfigError(path, f"anchors.{name}.certificates", f"{anchor_file} not found")
         anchors[name] = anchor_file
+        if "crl" in table:
+            crl_file = _path(path, directory, table, "crl", f"anchors.{name}")
+            if not crl_file.is_file():
+                raise ConfigError(path, f"anchors.{name}.crl", f"{crl_file} not found")
+            anchor_crls[name] = crl_file
+    try:
+        crl = parse_crl_settings(_table(path, data, "crl"))
+    except CrlSettingError as exc:
+        raise ConfigError(path, f"crl.{exc.key}", exc.reason) from None
+    try:
+        ocsp = parse_ocsp_settings(_table(path, data, "ocsp"))
+    except OcspSettingError as exc:
+        raise ConfigError(path, f"ocsp.{exc.key}", exc.reason) from None
     for profile in profiles.values():
         for anchor in profile.allow_anchors:
             if anchor != "estkit" and anchor not in anchors:
@@ -187,7 +223,36 @@ def load_config(directory: Path) -> Config:
         store_busy_timeout=float(busy),
         profiles=profiles,
         anchors=anchors,
+        anchor_crls=anchor_crls,
+        crl=crl,
+        ocsp=ocsp,
+        key_archive_recipient=_key_archive_recipient(
+            path, directory, _table(path, data, "key_archive"), profiles
+        ),
     )
+
+
+def _key_archive_recipient(
+    path: Path, directory: Path, table: Mapping[str, Any], profiles: Mapping[str, Profile]
+) -> Path | None:
+    """The archive certificate, required as soon as one label archives serverkeygen keys."""
+    for key in table:
+        if key != "recipient_cert":
+            raise ConfigError(path, f"key_archive.{key}", "unknown setting")
+    recipient = None
+    if "recipient_cert" in table:
+        recipient = _path(path, directory, table, "recipient_cert", "key_archive")
+        if not recipient.is_file():
+            raise ConfigError(path, "key_archive.recipient_cert", f"{recipient} not found")
+    for profile in profiles.values():
+        if profile.serverkeygen_archive and recipient is None:
+            where = f"labels.{profile.label}" if profile.label else "profile"
+            raise ConfigError(
+                path,
+                f"{where}.serverkeygen_archive",
+                "needs [key_archive] recipient_cert: the certificate keys are archived to",
+            )
+    return recipient
 
 
 def default_config_text(public_host: str) -> str:
@@ -220,6 +285,13 @@ key = "tls/server.key"
 
 [store]
 url = "sqlite:///estkit.db"
+
+# Certificate revocation lists, served on the plain-HTTP listener at the URL in issued
+# certificates: each CRL is valid for `validity` and re-signed when less than
+# `refresh_before` of it is left (and at once on every revocation).
+[crl]
+validity = "7d"
+refresh_before = "1d"
 
 # The profile of the unlabelled path /.well-known/est/
 [profile]

@@ -147,3 +147,61 @@ class ServiceUnavailable(EstError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class ApprovalPending(EstError):
+    """Not a failure: RFC 7030 §4.2.3's 202, "the request has been accepted for processing
+    but ... a response is not yet available"; the label waits for an operator's decision.
+
+    Raised (rather than returned) so every front-end that enrolls answers it the same way.
+    The body is empty: Bouncy Castle's EST client (1.72) closes a 202 without reading it and
+    fails on any unread body longer than one byte; Retry-After says when to ask again.
+    """
+
+    status = 202
+    reason = "the request awaits an operator's approval"
+
+    def __init__(self, request_id: int, retry_after: int) -> None:
+        super().__init__(f"request {request_id} awaits an operator's approval")
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+    def body(self) -> str:
+        return ""
+
+
+class RejectedByOperator(Forbidden):
+    """An operator rejected this request (manual approval); the reason is theirs."""
+
+
+class TooManyPendingRequests(EstError):
+    """A requester may have only so many requests waiting for approval on a label."""
+
+    status = 429
+
+
+class CmcFailure(EstError):
+    """A Full CMC request refused (RFC 7030 §4.3.2: a 4xx or 5xx status, and a CMC response
+    explaining it): ``fail_info`` is the RFC 5272 §6.1.4 CMCFailInfo name the response carries,
+    ``body_parts`` the request's body part IDs it is about (empty: the whole request)."""
+
+    def __init__(
+        self,
+        reason: str,
+        fail_info: str = "badRequest",
+        status: int = 400,
+        body_parts: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__(reason)
+        self.fail_info = fail_info
+        self.status = status
+        self.body_parts = body_parts
+
+
+class KeyDeliveryRefused(BadRequest):
+    """RFC 7030 §4.4.1: the CSR asks for the server-generated key to be encrypted in a way this
+    server cannot do (unknown recipient, symmetric key, no usable algorithm); the reason says
+    which."""

@@ -1,4 +1,4 @@
-"""estkit csrattrs on several labels; estkit serverkeygen (501 today, and a scripted answer)."""
+"""estkit csrattrs on several labels; estkit serverkeygen (the estkit server, a scripted answer)."""
 
 from __future__ import annotations
 
@@ -34,24 +34,29 @@ def test_csrattrs_describes_what_each_label_asks_for(cli, est_server, label, exp
         assert text not in result.out
 
 
-def test_serverkeygen_not_offered_is_one_clear_line(cli, est_server, device):
+def test_serverkeygen_against_the_estkit_server(cli, est_server, device):
+    """The estkit server's own answer (server/serverkeygen.py), end to end."""
     result = cli(
         "serverkeygen",
         *server_args(est_server),
         *basic_args(device),
         "--subject",
-        "CN=x",
+        f"CN={device.user}",
         "--out-cert",
         device.path("k.pem"),
         "--out-key",
         device.path("k.key"),
     )
-    assert result.code == 5
-    assert result.error_lines == [
-        "estkit: error: serverkeygen: the server does not offer serverkeygen "
-        "(501: serverkeygen is not offered by this server)"
-    ]
-    assert not device.path("k.pem").exists() and not device.path("k.key").exists()
+    assert result.code == 0, result.err
+    key = serialization.load_pem_private_key(device.path("k.key").read_bytes(), None)
+    assert file_mode(device.path("k.key")) == 0o600
+    leaf, *chain = x509.load_pem_x509_certificates(device.path("k.pem").read_bytes())
+    assert leaf.public_key() == key.public_key()
+    assert leaf.subject.rfc4514_string() == f"CN={device.user}"
+    issuing = x509.load_pem_x509_certificate(
+        (est_server.data_dir / "ca" / "issuing.pem").read_bytes()
+    )
+    assert chain == [issuing]
 
 
 def _b64_lines(der: bytes, end: bytes) -> bytes:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import socket
-import sqlite3
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
@@ -173,12 +172,14 @@ def test_a_failed_renewal_leaves_the_pair_untouched(cli, est_server, device):
 def test_a_revoked_certificate_is_not_renewed_and_the_pair_stays(cli, est_server, device):
     cert, key = enroll(cli, est_server, device)
     before = cert.read_bytes(), key.read_bytes()
-    with sqlite3.connect(est_server.data_dir / "estkit.db") as db:
-        updated = db.execute(
-            "UPDATE certificates SET status = 'revoked' WHERE serial = ?",
-            (format(leaf(cert).serial_number, "x"),),
-        ).rowcount
-    assert updated == 1
+    store = est_server.store()
+    try:
+        revoked = store.revoke_certificate(
+            format(leaf(cert).serial_number, "x"), "keyCompromise", datetime.now(UTC)
+        )
+    finally:
+        store.close()
+    assert revoked.status == "revoked"
     result = cli(*renew_args(est_server, cert, key), "--rekey")
     assert result.code == 5
     assert "revoked" in result.error_lines[0]

@@ -545,11 +545,11 @@ def test_reenroll_only_on_the_label_the_certificate_came_from(est_server, tmp_pa
 
 def test_reenroll_with_revoked_certificate_is_403(est_server, tmp_path):
     key, old, cert_path, key_path = enroll_pair(est_server, tmp_path, "re-revoked")
-    db_execute(
-        est_server,
-        "UPDATE certificates SET status = 'revoked' WHERE serial = ?",
-        (serial_hex(old),),
-    )
+    store = est_server.store()
+    try:
+        store.revoke_certificate(serial_hex(old), "keyCompromise", datetime.now(UTC))
+    finally:
+        store.close()
     _, der = make_csr("re-revoked", key=key)
     reply = post(est_server, der, None, "simplereenroll", cert=cert_path, key=key_path)
     assert reply.status == 403

@@ -511,25 +511,6 @@ def test_wrong_method_is_405_with_allow(est_server, operation, method, allowed, 
     assert issued_count(est_server) == before
 
 
-@pytest.mark.parametrize("operation", ["serverkeygen", "fullcmc"])
-@pytest.mark.parametrize("label", [None, "iot"])
-def test_not_offered_is_501(est_server, operation, label):
-    user, password = shared_user(est_server)
-    _, der = make_csr(user)
-    before = issued_count(est_server)
-    reply = request(
-        est_server.est_url(label) + "/" + operation,
-        est_server.ca_file,
-        "POST",
-        b64(der),
-        PKCS10,
-        user=user,
-        password=password,
-    )
-    assert_plain_error(reply, 501, operation, "not offered")
-    assert issued_count(est_server) == before
-
-
 def test_connection_reused_after_errors(est_server):
     """Keep-alive: an error answer does not poison the connection for the next request."""
     connection = connect(est_server.url, tls_context(est_server.ca_file))

@@ -296,3 +296,28 @@ def test_pop_label_rejects_unlinked_csr(bc: BcDriver, pop_server: Any, tmp_path:
     assert status == "400"
     assert re.search(r"challengePassword|tls-unique|link", reason, re.IGNORECASE), reason
     assert not (tmp_path / "c.pem").exists()
+
+
+SERVERKEYGEN_TOML = '[labels.rsakg]\nkey_types = ["rsa"]\nserverkeygen_key_type = "rsa-2048"\n'
+
+
+@pytest.mark.parametrize("label", [None, "rsakg"])
+def test_serverkeygen(bc: BcDriver, est_server_factory: Any, tmp_path: Path, label) -> None:
+    """BC's simpleEnrollWithServersideCreation reads the multipart answer and the PKCS#8 key."""
+    server = est_server_factory(SERVERKEYGEN_TOML)
+    cn = f"bc-keygen-{label or 'default'}"
+    password = server.add_user(cn)
+    cert_file, key_file = tmp_path / "kg.pem", tmp_path / "kg.key"
+    run = bc(
+        server, "serverkeygen", "--user", cn, "--password", password,
+        "--subject", f"CN={cn}", "--realm", "estkit",
+        "--out-cert", str(cert_file), "--out-key", str(key_file), label=label,
+    )  # fmt: skip
+    record = run.one("SERVERKEYGEN")
+    serial_subject, _, algorithm = record.rpartition(" ")
+    cert = _check_issued(serial_subject, cert_file, server)
+    assert _cn(cert) == cn
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    assert key.public_key() == cert.public_key()
+    expected = "1.2.840.113549.1.1.1" if label == "rsakg" else "1.2.840.10045.2.1"
+    assert algorithm == expected  # rsaEncryption / id-ecPublicKey: BC parsed true PKCS#8

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from estkit.authority.ca import CertificateAuthority
@@ -20,7 +21,7 @@ CLOCK_SKEW_ALLOWANCE = timedelta(minutes=5)
 
 @dataclass(frozen=True)
 class PublicUrls:
-    """Where relying parties fetch CA certificates and CRLs (the plain-HTTP listener)."""
+    """Where relying parties fetch CA certificates, CRLs and OCSP (the plain-HTTP listener)."""
 
     http_base: str
 
@@ -30,9 +31,13 @@ class PublicUrls:
     def crl(self, ca_id: str) -> str:
         return f"{self.http_base}/crl/{ca_id}.crl"
 
+    def ocsp(self) -> str:
+        """The OCSP responder (RFC 6960 A.1), for every certificate of the issuing CA."""
+        return f"{self.http_base}/ocsp"
 
-def _key_usage(csr: x509.CertificateSigningRequest) -> x509.KeyUsage:
-    is_rsa = isinstance(csr.public_key(), rsa.RSAPublicKey)
+
+def _key_usage(public_key: CertificatePublicKeyTypes) -> x509.KeyUsage:
+    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
     return x509.KeyUsage(
         digital_signature=True,
         content_commitment=False,
@@ -62,10 +67,16 @@ def build_certificate(
     serial: int,
     now: datetime,
     urls: PublicUrls,
+    public_key: CertificatePublicKeyTypes | None = None,
 ) -> x509.Certificate:
-    """Sign the CSR's subject and key with the profile's extensions; nothing else is copied."""
+    """Sign the CSR's subject and key with the profile's extensions; nothing else is copied.
+
+    ``public_key`` replaces the CSR's key: for serverkeygen the server made the key, and
+    RFC 7030 §4.4.1 has the server ignore the CSR's own key.
+    """
     not_before, not_after = validity_window(ca, profile, now)
-    public_key = csr.public_key()
+    if public_key is None:
+        public_key = csr.public_key()
     builder = (
         x509.CertificateBuilder()
         .subject_name(csr.subject)
@@ -75,7 +86,7 @@ def build_certificate(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(csr), critical=True)
+        .add_extension(_key_usage(public_key), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.issuing_key.public_key()),
@@ -98,9 +109,13 @@ def build_certificate(
             x509.AuthorityInformationAccess(
                 [
                     x509.AccessDescription(
+                        AuthorityInformationAccessOID.OCSP,
+                        x509.UniformResourceIdentifier(urls.ocsp()),
+                    ),
+                    x509.AccessDescription(
                         AuthorityInformationAccessOID.CA_ISSUERS,
                         x509.UniformResourceIdentifier(urls.ca_certificate(ca.issuing_id)),
-                    )
+                    ),
                 ]
             ),
             critical=False,

@@ -33,6 +33,9 @@ SAN_TYPES = ("dns", "ip")
 OPERATION_NAMES = frozenset(
     {"cacerts", "simpleenroll", "simplereenroll", "csrattrs", "serverkeygen", "fullcmc"}
 )
+APPROVAL_MODES = ("auto", "manual")
+DEFAULT_APPROVAL_RETRY_AFTER = 60
+"""Seconds a manual-approval label tells waiting clients to wait before asking again."""
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DEFAULT_LABEL = ""
 MAX_VALIDITY = timedelta(days=36500)
@@ -71,11 +74,33 @@ class Profile:
     allow_anchors: tuple[str, ...] = ()
     """Issuers whose TLS client certificates may do initial enrollment (not renewal)."""
     require_pop: bool = False
+    cmc_revokers: tuple[str, ...] = ()
+    """Glob patterns of Basic users who may revoke this label's certificates with a Full CMC
+    revokeRequest (RFC 5272 §6.11); a certificate's holder may always revoke it."""
+    approval: str = "auto"
+    """'manual': initial enrollments wait for an operator's decision (RFC 7030 §4.2.3)."""
+    retry_after: int = DEFAULT_APPROVAL_RETRY_AFTER
+    """Retry-After seconds of the 202 answer to a request awaiting approval."""
+    serverkeygen_key_type: str = ""
+    """Key type /serverkeygen generates (RFC 7030 §4.4); "" picks ec-p256, or the first
+    type key_types allows (RSA at rsa_min_bits)."""
+    serverkeygen_archive: bool = False
+    """Keep an encrypted copy of each server-generated key ([key_archive] recipient_cert)."""
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def eku_oids(self) -> tuple[ObjectIdentifier, ...]:
         return tuple(EKU_NAMES[name] for name in self.extended_key_usage)
+
+    @property
+    def serverkeygen_key(self) -> str:
+        """The key type serverkeygen generates on this label (a wire.keytypes name)."""
+        if self.serverkeygen_key_type:
+            return self.serverkeygen_key_type
+        if "ec-p256" in self.key_types:
+            return "ec-p256"
+        first = self.key_types[0]
+        return f"rsa-{self.rsa_min_bits}" if first == "rsa" else first
 
 
 def _string_list(key: str, value: Any, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
@@ -109,7 +134,30 @@ def parse_profile(label: str, table: Mapping[str, Any]) -> Profile:
         if key not in known:
             raise ProfileError(key, f"unknown setting (known: {', '.join(sorted(known))})")
         values[key] = _parse_setting(key, value)
-    return Profile(**values)
+    profile = Profile(**values)
+    _check_serverkeygen_key_type(profile)
+    return profile
+
+
+SERVERKEYGEN_KEY_TYPES = ("ec-p256", "ec-p384", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096")
+
+
+def _check_serverkeygen_key_type(profile: Profile) -> None:
+    """The generated key must be one the label would accept in a CSR."""
+    key_type = profile.serverkeygen_key_type
+    if not key_type:
+        return
+    family = "rsa" if key_type.startswith("rsa-") else key_type
+    if family not in profile.key_types:
+        raise ProfileError(
+            "serverkeygen_key_type",
+            f"{key_type!r} is not allowed by key_types ({', '.join(profile.key_types)})",
+        )
+    if family == "rsa" and int(key_type[4:]) < profile.rsa_min_bits:
+        raise ProfileError(
+            "serverkeygen_key_type",
+            f"{key_type!r} is smaller than rsa_min_bits ({profile.rsa_min_bits})",
+        )
 
 
 def _parse_setting(key: str, value: Any) -> Any:
@@ -136,7 +184,11 @@ def _parse_setting(key: str, value: Any) -> Any:
         return _string_list(key, value, tuple(EKU_NAMES))
     if key == "san_types":
         return _string_list(key, value, SAN_TYPES)
-    if key in ("allowed_cn", "allowed_dns", "allow_users", "allow_anchors"):
+    if key == "serverkeygen_key_type":
+        if not isinstance(value, str) or value not in SERVERKEYGEN_KEY_TYPES:
+            raise ProfileError(key, f"must be one of {', '.join(SERVERKEYGEN_KEY_TYPES)}")
+        return value
+    if key in ("allowed_cn", "allowed_dns", "allow_users", "allow_anchors", "cmc_revokers"):
         return _string_list(key, value)
     if key == "allowed_ips":
         networks = []
@@ -146,4 +198,12 @@ def _parse_setting(key: str, value: Any) -> Any:
             except ValueError as exc:
                 raise ProfileError(key, str(exc)) from exc
         return tuple(networks)
+    if key == "approval":
+        if value not in APPROVAL_MODES:
+            raise ProfileError(key, f"must be one of {', '.join(APPROVAL_MODES)}")
+        return value
+    if key == "retry_after":
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 86400:
+            raise ProfileError(key, "must be a whole number of seconds from 1 to 86400")
+        return value
     return _bool(key, value)

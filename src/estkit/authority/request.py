@@ -19,3 +19,6 @@ class EnrollmentRequest:
     """For simplereenroll: the currently valid certificate being renewed or rekeyed."""
     source: str = ""
     """Where the request came from (peer address), for the audit trail."""
+    operation: str = ""
+    """The EST operation that carried the request when it is not simpleenroll/simplereenroll
+    (e.g. "fullcmc"), noted in the audit event."""

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ObjectIdentifier, SignatureAlgorithmOID
 
 from estkit.authority.accounts import ONCE_SECRET_USED
+from estkit.authority.anchor_crl import AnchorCrl
 from estkit.authority.ca import CertificateAuthority, is_issued_by
 from estkit.authority.checks import CHECKS, same_key
 from estkit.authority.identity import OWN_ANCHOR
@@ -84,7 +85,15 @@ def certificate_record(
         issuer_id=issuer_id,
         issued_at=issued_at,
         replaces_serial=replaces_serial,
+        subject_key_id=_subject_key_id(cert),
     )
+
+
+def _subject_key_id(cert: x509.Certificate) -> str | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+    except x509.ExtensionNotFound:
+        return None
 
 
 class Authority:
@@ -98,6 +107,7 @@ class Authority:
         urls: PublicUrls,
         anchors: Mapping[str, Sequence[x509.Certificate]] | None = None,
         clock: Clock = utc_now,
+        anchor_crls: Mapping[str, AnchorCrl] | None = None,
     ) -> None:
         self.ca = ca
         self.profiles = dict(profiles)
@@ -105,6 +115,8 @@ class Authority:
         self.urls = urls
         self.anchors = dict(anchors or {})
         self.clock = clock
+        self.anchor_crls = dict(anchor_crls or {})
+        """``[anchors.<name>] crl``: revocations of third-party anchors' certificates."""
 
     def profile(self, label: str) -> Profile:
         try:
@@ -141,6 +153,8 @@ class Authority:
             return OWN_ANCHOR
         for name, anchor_certs in self.anchors.items():
             if any(is_issued_by(cert, anchor) or cert == anchor for anchor in anchor_certs):
+                if name in self.anchor_crls:
+                    self.anchor_crls[name].check(cert)
                 return name
         raise Forbidden("the TLS client certificate is not issued by a configured trust anchor")
 
@@ -169,6 +183,12 @@ class Authority:
             check(request, profile)
         if request.renewing is not None:
             self._check_renewal_label(request.renewing, request.label)
+        elif profile.approval == "manual":
+            # RFC 7030 §4.2.3: a person decides (202 until then). Imported here because
+            # approval builds on this module. Renewal stays automatic: see README.
+            from estkit.authority.approval import enroll_with_approval
+
+            return enroll_with_approval(self, request, profile)
         kind = "enroll"
         replaces = None
         if request.renewing is not None:
@@ -188,7 +208,8 @@ class Authority:
                 subject=record.serial,
                 at=now,
                 source=request.source,
-                detail={"label": request.label, "subject": record.subject},
+                detail={"label": request.label, "subject": record.subject}
+                | ({"operation": request.operation} if request.operation else {}),
             )
             try:
                 self.store.record_certificate(

@@ -22,6 +22,11 @@ OPERATOR_COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("estkit.cli.instance", "create a new instance: CAs, TLS certificate, config"),
     "serve": ("estkit.cli.instance", "run the EST server"),
     "user": ("estkit.cli.users", "manage HTTP Basic accounts"),
+    "key-archive": ("estkit.cli.key_archive", "archived server-generated keys: list, export"),
+    "cert": ("estkit.cli.certs", "list, show and revoke issued certificates"),
+    "crl": ("estkit.cli.certs", "write the current CRL to a file"),
+    "audit": ("estkit.cli.audit", "show the audit trail"),
+    "request": ("estkit.cli.requests", "list, approve and reject requests awaiting approval"),
 }
 """Operator commands: the module that registers each, and its one-line help."""
 

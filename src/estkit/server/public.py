@@ -5,12 +5,15 @@ Nothing here is secret or authenticated, and EST itself is never served without 
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from estkit.errors import Forbidden, NotFound
 from estkit.server.context import CONTEXT, ServerContext
 from estkit.server.middleware import access_log_middleware, errors_middleware, printable
+from estkit.server.ocsp import add_ocsp_routes
 
 
 async def ca_certificate(request: web.Request) -> web.Response:
@@ -30,7 +33,14 @@ async def ca_certificate(request: web.Request) -> web.Response:
 
 
 async def crl(request: web.Request) -> web.Response:
-    raise NotFound("no CRL has been published yet")
+    """The newest stored CRL of the issuing CA, DER (RFC 5280 §4.2.1.13 CDP URLs name a DER
+    CRL; application/pkix-crl per RFC 2585 §4.2)."""
+    ctx = request.app[CONTEXT]
+    name = request.match_info["name"]
+    if ctx.crls is None or name != ctx.crls.issuer_id:
+        raise NotFound(f"no CRL for a CA named '{printable(name)}'")
+    record = await asyncio.to_thread(ctx.crls.current, "server")
+    return web.Response(body=record.der, headers={"Content-Type": "application/pkix-crl"})
 
 
 async def est_over_http(request: web.Request) -> web.Response:
@@ -42,5 +52,6 @@ def make_public_app(context: ServerContext) -> web.Application:
     app[CONTEXT] = context
     app.router.add_get("/ca/{name}.crt", ca_certificate)
     app.router.add_get("/crl/{name}.crl", crl)
+    add_ocsp_routes(app)
     app.router.add_route("*", r"/.well-known/est{tail:[\s\S]*}", est_over_http)
     return app

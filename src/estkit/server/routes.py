@@ -17,7 +17,6 @@ from estkit.errors import (
     AuthenticationRequired,
     BadRequest,
     ChallengeRequired,
-    EstError,
     Forbidden,
     IncompleteRequest,
     MethodNotAllowed,
@@ -43,12 +42,6 @@ CSRATTRS_TYPE = "application/csrattrs"
 PKCS10_TYPE = "application/pkcs10"
 
 Operation = Callable[[web.Request, ServerContext, str], Awaitable[web.StreamResponse]]
-
-
-class NotOffered(EstError):
-    """An RFC 7030 operation this server does not offer."""
-
-    status = 501
 
 
 @dataclass(frozen=True)
@@ -204,9 +197,18 @@ async def simplereenroll(
     return await _enroll(request, ctx, label, renewing=True)
 
 
-async def not_offered(request: web.Request, ctx: ServerContext, label: str) -> web.StreamResponse:
-    operation = request.path.rstrip("/").rsplit("/", 1)[-1]
-    raise NotOffered(f"{operation} is not offered by this server")
+async def serverkeygen(request: web.Request, ctx: ServerContext, label: str) -> web.StreamResponse:
+    """RFC 7030 §4.4, in server/serverkeygen.py (imported here: it builds on this module)."""
+    from estkit.server.serverkeygen import serverkeygen as operation
+
+    return await operation(request, ctx, label)
+
+
+async def fullcmc(request: web.Request, ctx: ServerContext, label: str) -> web.StreamResponse:
+    """RFC 7030 §4.3, in server/fullcmc.py (imported here: it builds on this module)."""
+    from estkit.server.fullcmc import fullcmc as operation
+
+    return await operation(request, ctx, label)
 
 
 ROUTES: dict[str, Route] = {
@@ -214,8 +216,8 @@ ROUTES: dict[str, Route] = {
     "csrattrs": Route("GET", csrattrs),
     "simpleenroll": Route("POST", simpleenroll),
     "simplereenroll": Route("POST", simplereenroll),
-    "serverkeygen": Route("POST", not_offered),
-    "fullcmc": Route("POST", not_offered),
+    "serverkeygen": Route("POST", serverkeygen),
+    "fullcmc": Route("POST", fullcmc),
 }
 
 

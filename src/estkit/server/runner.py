@@ -12,14 +12,19 @@ from dataclasses import dataclass, replace
 from aiohttp import web
 
 from estkit.authority.accounts import Accounts
+from estkit.authority.anchor_crl import load_anchor_crls
 from estkit.authority.ca import CertificateAuthority, load_pem_certificates
+from estkit.authority.crl import CrlPublisher
 from estkit.authority.issue import PublicUrls
 from estkit.authority.keys import load_private_key
+from estkit.authority.serverkeygen import KeyArchive
 from estkit.authority.service import Authority
 from estkit.config import Config
 from estkit.server.app import make_est_app
 from estkit.server.context import ServerContext
+from estkit.server.crl_refresh import start_crl_refresh
 from estkit.server.middleware import protocol_logger
+from estkit.server.ocsp_renewal import start_ocsp
 from estkit.server.public import make_public_app
 from estkit.server.tls import server_context
 from estkit.store import Store
@@ -77,6 +82,7 @@ async def serve(config: Config, on_ready: Callable[[Listening], None]) -> None:
     store.create_schema()
     ca = CertificateAuthority.load(config.root_cert, config.issuing_cert, config.issuing_key)
     anchors = {name: load_pem_certificates(path) for name, path in config.anchors.items()}
+    anchor_crls = load_anchor_crls(config.anchor_crls, anchors)
     trust = [ca.root, ca.issuing] + [cert for certs in anchors.values() for cert in certs]
     tls = server_context(config.tls_cert, config.tls_key, trust, settings.tls_max_version)
     loop = asyncio.get_running_loop()
@@ -88,8 +94,23 @@ async def serve(config: Config, on_ready: Callable[[Listening], None]) -> None:
     public_base = settings.public_http_url.rstrip("/") or (
         f"http://{_url_host(settings.public_host)}:{http_port}"
     )
-    authority = Authority(ca, config.profiles, store, PublicUrls(public_base), anchors)
-    context = ServerContext(authority=authority, accounts=Accounts(store), settings=settings)
+    authority = Authority(
+        ca, config.profiles, store, PublicUrls(public_base), anchors, anchor_crls=anchor_crls
+    )
+    crls = CrlPublisher(ca, store, config.crl)
+    ocsp, ocsp_renewal = start_ocsp(config, authority)
+    key_archive = (
+        KeyArchive.load(config.key_archive_recipient) if config.key_archive_recipient else None
+    )
+    context = ServerContext(
+        authority=authority,
+        accounts=Accounts(store),
+        settings=settings,
+        crls=crls,
+        ocsp=ocsp,
+        key_archive=key_archive,
+    )
+    crl_refresh = start_crl_refresh(crls)
 
     public_runner = await _runner(make_public_app(context), settings.header_timeout)
     est_runner = await _runner(make_est_app(context), settings.header_timeout)
@@ -111,6 +132,8 @@ async def serve(config: Config, on_ready: Callable[[Listening], None]) -> None:
         await stop.wait()
     finally:
         log.info("shutting down")
+        crl_refresh.cancel()
+        ocsp_renewal.cancel()
         for server in (https_server, http_server):
             server.close()
         await est_runner.cleanup()

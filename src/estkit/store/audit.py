@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
@@ -13,11 +14,15 @@ from estkit.store.records import AuditEvent
 
 
 class AuditTable(Database):
-    def audit_events(self) -> list[AuditEvent]:
+    def audit_events(self, since: datetime | None = None) -> list[AuditEvent]:
+        """Events in the order they were written; ``since`` keeps those at or after it
+        (a WHERE on the indexed ``at`` column)."""
+        statement = select(schema.audit_events).order_by(schema.audit_events.c.id)
+        if since is not None:
+            statement = statement.where(schema.audit_events.c.at >= since)
+
         def query(connection: Connection) -> list[AuditEvent]:
-            rows = connection.execute(
-                select(schema.audit_events).order_by(schema.audit_events.c.id)
-            )
+            rows = connection.execute(statement)
             return [
                 AuditEvent(
                     actor=r.actor,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from estkit.store import schema
 from estkit.store.audit import write_audit
 from estkit.store.database import Database, StoreUnavailable
-from estkit.store.records import AuditEvent, CertificateRecord
+from estkit.store.key_rows import write_archived_key, write_key_id
+from estkit.store.records import ArchivedKey, AuditEvent, CertificateRecord
 
 
 class SerialCollision(Exception):
@@ -42,10 +44,20 @@ class CertificateTable(Database):
         *,
         consume_once_user: str | None = None,
         audit: AuditEvent | None = None,
+        archived_key: ArchivedKey | None = None,
+        also: Callable[[Connection], None] | None = None,
     ) -> None:
-        """Commit a certificate (and its audit event, and a consumed bootstrap secret) at once."""
+        """Commit a certificate (and its audit event, and a consumed bootstrap secret) at once.
+
+        ``archived_key``: serverkeygen's encrypted copy of the key, kept with its certificate.
+        ``also``: further writes that stand or fall with the certificate, run first in the
+        same transaction (manual approval marks its request issued); an exception it raises
+        rolls everything back and reaches the caller.
+        """
 
         def work(connection: Connection) -> None:
+            if also is not None:
+                also(connection)
             if consume_once_user is not None:
                 result = connection.execute(
                     update(schema.users)
@@ -57,6 +69,8 @@ class CertificateTable(Database):
                 if result.rowcount != 1:
                     raise OnceSecretConsumed(consume_once_user)
             connection.execute(insert(schema.certificates).values(**_certificate_row(record)))
+            write_key_id(connection, record)
+            write_archived_key(connection, archived_key)
             write_audit(connection, audit)
 
         def conflict(exc: IntegrityError) -> Exception:

@@ -78,6 +78,11 @@ class Database:
     def create_schema(self) -> None:
         with self._guard():
             schema.metadata.create_all(self._writer)
+            # create_all makes a new table's indexes only with the table: an index added
+            # later to an existing table is created here.
+            for table in schema.metadata.sorted_tables:
+                for index in table.indexes:
+                    index.create(self._writer, checkfirst=True)
 
     def _unavailable(self, exc: SQLAlchemyError) -> StoreUnavailable:
         return StoreUnavailable(

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 
@@ -92,3 +94,82 @@ audit_events = Table(
     Column("detail", Text, nullable=False, default="{}"),
     Index("ix_audit_events_at", "at"),
 )
+
+# Revocation and CRLs ----------------------------------------------------------------------------
+
+Index("ix_certificates_status", certificates.c.status)
+Index("ix_certificates_replaces_serial", certificates.c.replaces_serial)
+
+crls = Table(
+    "crls",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("issuer_id", String(128), nullable=False),
+    Column("number", BigInteger, nullable=False),
+    Column("this_update", UtcDateTime, nullable=False),
+    Column("next_update", UtcDateTime, nullable=False),
+    Column("revoked_count", Integer, nullable=False),
+    Column("entries", Integer, nullable=False),
+    Column("der", LargeBinary, nullable=False),
+    UniqueConstraint("issuer_id", "number", name="uq_crls_issuer_number"),
+)
+"""Every CRL signed, newest = highest number per issuer (RFC 5280 §5.2.3: monotonic)."""
+
+# Enrollment requests awaiting (or past) an operator's decision -------------------------------
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("label", String(64), nullable=False),
+    Column("requester", Text, nullable=False),
+    Column("csr_der", LargeBinary, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("source", Text, nullable=False, default=""),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("decided_at", UtcDateTime, nullable=True),
+    Column("decided_by", Text, nullable=True),
+    Column("serial", String(64), nullable=True),
+    Index("ix_requests_match", "label", "requester", "fingerprint"),
+    Index("ix_requests_status", "status"),
+)
+"""Manual-approval requests: pending -> approved -> issued, or pending -> rejected."""
+
+_OPEN_REQUEST = requests.c.status.in_(["pending", "approved"])
+Index(
+    "uq_requests_open",
+    requests.c.label,
+    requests.c.requester,
+    requests.c.fingerprint,
+    unique=True,
+    sqlite_where=_OPEN_REQUEST,
+    postgresql_where=_OPEN_REQUEST,
+)
+"""At most one open request per requester, label and request: concurrent identical first
+submissions cannot queue the same request twice."""
+
+# Server-side key generation ------------------------------------------------------------------
+
+certificate_key_ids = Table(
+    "certificate_key_ids",
+    metadata,
+    Column("serial", String(64), primary_key=True),
+    Column("key_id", String(128), nullable=False),
+    Index("ix_certificate_key_ids_key_id", "key_id"),
+)
+"""Subject key identifier (hex) of each issued certificate: serverkeygen finds the certificate
+an encrypted key is delivered to by the identifier the CSR names (RFC 7030 §4.4.1.2)."""
+
+archived_keys = Table(
+    "archived_keys",
+    metadata,
+    Column("serial", String(64), primary_key=True),
+    Column("label", String(64), nullable=False),
+    Column("recipient", String(64), nullable=False),
+    Column("archived_at", UtcDateTime, nullable=False),
+    Column("der", LargeBinary, nullable=False),
+)
+"""Server-generated private keys of labels with serverkeygen_archive, each only as a CMS
+EnvelopedData to the archive recipient certificate (SHA-256 fingerprint in ``recipient``)."""

@@ -14,8 +14,12 @@ from pyasn1_modules import rfc2986
 from estkit.errors import BadCsrSignature, MalformedDer, PolicyViolation
 
 
-def load_csr(der: bytes) -> x509.CertificateSigningRequest:
-    """Parse one DER CertificationRequest; BER forms and trailing bytes are refused."""
+def load_csr(der: bytes, ignore_key: bool = False) -> x509.CertificateSigningRequest:
+    """Parse one DER CertificationRequest; BER forms and trailing bytes are refused.
+
+    ``ignore_key``: for serverkeygen, whose server "MUST ignore the public key values and
+    signature in the CSR" (RFC 7030 §4.4.1): neither the key nor the signature is checked.
+    """
     try:
         csr = x509.load_der_x509_csr(der)
         # Touch the lazily parsed parts so that a malformed subject, attribute or extension
@@ -29,6 +33,8 @@ def load_csr(der: bytes) -> x509.CertificateSigningRequest:
         ) from None
     except x509.DuplicateExtension as exc:
         raise PolicyViolation(f"the CSR requests extension {exc.oid.dotted_string} twice") from None
+    if ignore_key:
+        return csr
     _check_public_key(csr)
     try:
         # Computed now so that an unusable algorithm/key pairing is a 400 here, not a crash in

@@ -118,15 +118,23 @@ def _base64_lines(der: bytes) -> bytes:
 
 
 def encode_serverkeygen(
-    private_key_der: bytes, certs_only_der: bytes, boundary: str | None = None
+    private_key_der: bytes,
+    certs_only_der: bytes,
+    boundary: str | None = None,
+    encrypted: bool = False,
 ) -> tuple[str, bytes]:
-    """(Content-Type, body) of a serverkeygen answer: key part first, CRLF line ends."""
+    """(Content-Type, body) of a serverkeygen answer: key part first, CRLF line ends.
+
+    ``encrypted``: ``private_key_der`` is a CMS EnvelopedData, sent as ``application/
+    pkcs7-mime; smime-type=server-generated-key`` instead of ``application/pkcs8``.
+    """
     boundary = boundary or "estkit-" + os.urandom(12).hex()
     dash = f"--{boundary}".encode("ascii")
+    key_type = f"{PKCS7_TYPE}; smime-type={SERVER_GENERATED_KEY}" if encrypted else PKCS8_TYPE
     body = b"".join(
         [
             dash + b"\r\n",
-            f"Content-Type: {PKCS8_TYPE}\r\n".encode("ascii"),
+            f"Content-Type: {key_type}\r\n".encode("ascii"),
             b"Content-Transfer-Encoding: base64\r\n\r\n",
             _base64_lines(private_key_der),
             dash + b"\r\n",

@@ -11,8 +11,10 @@
  *
  *   cacerts  --out FILE
  *   csrattrs
- *   enroll   --user U --password P --subject DN [--realm R] [--pop] --out-cert F --out-key F
+ *   enroll   --user U --password P --subject DN [--realm R] [--pop] --out-cert F
+ *            (--out-key F | --key K.pem)
  *   reenroll --cert C.pem --key K.pem [--pop] --out-cert F
+ *   serverkeygen --user U --password P --subject DN [--realm R] --out-cert F --out-key F
  *
  * --trust    PEM file of trust anchors for the server's TLS certificate.
  * --tls      pins the protocol (SSLContext "TLSv1.x" and the socket's enabled protocols);
@@ -22,7 +24,8 @@
  * --pop      RFC 7030 3.5 proof-of-possession linking: BC puts base64(tls-unique) into the
  *            CSR's challengePassword. tls-unique exists up to TLS 1.2 only, so use --tls 1.2.
  * --realm    have BC check the realm of the server's Basic challenge.
- * enroll generates an EC P-256 key and writes it as PKCS#8 PEM; BC sends the Basic
+ * enroll generates an EC P-256 key and writes it as PKCS#8 PEM, or with --key uses an existing
+ * EC key (so a request answered 202 can be resent for the same key); BC sends the Basic
  * credentials only after a 401 challenge. reenroll authenticates with the given certificate
  * (chain) and key (PKCS#8 or traditional PEM, EC or RSA) and reuses subject, SAN and key.
  *
@@ -32,6 +35,9 @@
  *   ATTR <oid> | NONE                     csrattrs (NONE: 204/404 or an empty list)
  *   ENROLLED <serial hex> <subject>       enroll
  *   REENROLLED <serial hex> <subject>     reenroll
+ *   SERVERKEYGEN <serial hex> <subject> <key algorithm OID>   serverkeygen (RFC 7030 4.4): BC's
+ *                                         simpleEnrollWithServersideCreation; the key it parsed
+ *                                         is written as PKCS#8 PEM, the certificates as PEM
  *   PENDING <epoch millis>                enroll/reenroll answered 202 (exit 3)
  *   ERROR <http status> <reason>          the server answered with an HTTP error (exit 2);
  *                                         the reason is the response body on one line
@@ -140,13 +146,15 @@ public final class EstDriver
             + "                 [--jsse sun|bc] [--timeout MS] <op> [op options]\n"
             + "  cacerts  --out FILE\n"
             + "  csrattrs\n"
-            + "  enroll   --user U --password P --subject DN [--realm R] [--pop] --out-cert F --out-key F\n"
-            + "  reenroll --cert C.pem --key K.pem [--pop] --out-cert F";
+            + "  enroll   --user U --password P --subject DN [--realm R] [--pop] --out-cert F\n"
+            + "           (--out-key F | --key K.pem)\n"
+            + "  reenroll --cert C.pem --key K.pem [--pop] --out-cert F\n"
+            + "  serverkeygen --user U --password P --subject DN [--realm R] --out-cert F --out-key F";
 
     private static final Set<String> GLOBAL_OPTS = new HashSet<>(
         Arrays.asList("--server", "--label", "--trust", "--tls", "--jsse", "--timeout"));
     private static final Set<String> OPS = new HashSet<>(
-        Arrays.asList("cacerts", "csrattrs", "enroll", "reenroll"));
+        Arrays.asList("cacerts", "csrattrs", "enroll", "reenroll", "serverkeygen"));
     private static final Set<String> FLAGS = new HashSet<>(Arrays.asList("--pop"));
 
     // BCJSSE logs its configuration at INFO/WARNING via java.util.logging; keep stderr for
@@ -321,6 +329,8 @@ public final class EstDriver
             return doEnroll();
         case "reenroll":
             return doReenroll();
+        case "serverkeygen":
+            return doServerKeygen();
         default:
             throw new UsageError("unknown operation " + op);
         }
@@ -655,12 +665,22 @@ public final class EstDriver
         String password = need("--password");
         String subject = need("--subject");
         String outCert = need("--out-cert");
-        String outKey = need("--out-key");
+        String keyFile = opts.get("--key");
+        String outKey = keyFile == null ? need("--out-key") : null;
         boolean pop = flags.contains("--pop");
 
-        KeyPairGenerator kpg = KeyPairGenerator.getInstance("EC");
-        kpg.initialize(new ECGenParameterSpec("secp256r1"));
-        KeyPair kp = kpg.generateKeyPair();
+        KeyPair kp;
+        if (keyFile != null)
+        {
+            PrivateKey existing = readPrivateKey(keyFile);
+            kp = new KeyPair(ecPublicKeyOf(existing), existing);
+        }
+        else
+        {
+            KeyPairGenerator kpg = KeyPairGenerator.getInstance("EC");
+            kpg.initialize(new ECGenParameterSpec("secp256r1"));
+            kp = kpg.generateKeyPair();
+        }
 
         PKCS10CertificationRequestBuilder csr =
             new JcaPKCS10CertificationRequestBuilder(new X500Principal(subject), kp.getPublic());
@@ -683,7 +703,10 @@ public final class EstDriver
             return 3;
         }
         X509Certificate issued = writeIssued(resp, kp.getPublic(), outCert);
-        writePem(outKey, "PRIVATE KEY", kp.getPrivate().getEncoded());
+        if (outKey != null)
+        {
+            writePem(outKey, "PRIVATE KEY", kp.getPrivate().getEncoded());
+        }
         System.out.println("ENROLLED " + serialHex(issued) + " " + subjectOf(issued));
         return 0;
     }
@@ -742,6 +765,56 @@ public final class EstDriver
         }
         X509Certificate issued = writeIssued(resp, current.getPublicKey(), outCert);
         System.out.println("REENROLLED " + serialHex(issued) + " " + subjectOf(issued));
+        return 0;
+    }
+
+    private int doServerKeygen()
+        throws Exception
+    {
+        String user = need("--user");
+        String password = need("--password");
+        String subject = need("--subject");
+        String outCert = need("--out-cert");
+        String outKey = need("--out-key");
+
+        // The CSR only names the subject; its key is ignored by the server (RFC 7030 4.4.1).
+        KeyPairGenerator kpg = KeyPairGenerator.getInstance("EC");
+        kpg.initialize(new ECGenParameterSpec("secp256r1"));
+        KeyPair kp = kpg.generateKeyPair();
+        PKCS10CertificationRequestBuilder csr =
+            new JcaPKCS10CertificationRequestBuilder(new X500Principal(subject), kp.getPublic());
+        ContentSigner signer = new JcaContentSignerBuilder("SHA256withECDSA").build(kp.getPrivate());
+
+        String realm = opts.get("--realm");
+        ESTAuth auth = realm == null
+            ? new HttpAuth(user, password.toCharArray())
+            : new HttpAuth(realm, user, password.toCharArray());
+        ESTService est = buildService(null, false);
+        EnrollmentResponse resp = est.simpleEnrollWithServersideCreation(csr.build(signer), auth);
+        if (!resp.isCompleted())
+        {
+            System.out.println("PENDING " + resp.getNotBefore());
+            return 3;
+        }
+        PrivateKeyInfo info = resp.getPrivateKeyInfo();
+        if (info == null)
+        {
+            throw new IOException("the serverkeygen answer carried no PKCS#8 private key");
+        }
+        List<X509Certificate> certs = new ArrayList<>();
+        for (X509CertificateHolder h : ESTService.storeToArray(resp.getStore()))
+        {
+            certs.add(toJca(h));
+        }
+        if (certs.isEmpty())
+        {
+            throw new IOException("the serverkeygen answer carried no certificate");
+        }
+        writeCerts(outCert, certs);
+        writePem(outKey, "PRIVATE KEY", info.getEncoded());
+        X509Certificate issued = certs.get(0);
+        System.out.println("SERVERKEYGEN " + serialHex(issued) + " " + subjectOf(issued) + " "
+            + info.getPrivateKeyAlgorithm().getAlgorithm().getId());
         return 0;
     }
 
@@ -816,6 +889,24 @@ public final class EstDriver
             }
         }
         return out;
+    }
+
+    /** The public half of an EC private key: Q = d*G on the key's curve. */
+    private static PublicKey ecPublicKeyOf(PrivateKey key)
+        throws Exception
+    {
+        if (!(key instanceof java.security.interfaces.ECPrivateKey))
+        {
+            throw new UsageError("enroll --key needs an EC key, not " + key.getAlgorithm());
+        }
+        java.security.interfaces.ECPrivateKey ecKey = (java.security.interfaces.ECPrivateKey)key;
+        org.bouncycastle.math.ec.ECPoint q =
+            org.bouncycastle.jcajce.provider.asymmetric.util.EC5Util.convertSpec(ecKey.getParams())
+                .getG().multiply(ecKey.getS()).normalize();
+        java.security.spec.ECPoint w = new java.security.spec.ECPoint(
+            q.getAffineXCoord().toBigInteger(), q.getAffineYCoord().toBigInteger());
+        return KeyFactory.getInstance("EC")
+            .generatePublic(new java.security.spec.ECPublicKeySpec(w, ecKey.getParams()));
     }
 
     private static PrivateKey readPrivateKey(String file)

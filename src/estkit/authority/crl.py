@@ -1,0 +1,199 @@
+"""Certificate revocation lists (RFC 5280 §5) of the issuing CA, signed from the store's state.
+
+Any process holding the CA key may publish (the server's refresh task, ``estkit cert
+revoke``); each new CRL is decided and numbered inside the store's write transaction, so the
+newest stored CRL is always the one to serve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from estkit.authority.ca import CertificateAuthority
+from estkit.authority.keys import signature_hash
+from estkit.authority.revocation import REASONS
+from estkit.authority.service import Clock, utc_now
+from estkit.durations import parse_duration
+from estkit.store import AuditEvent, CrlRecord, CrlState, RevokedEntry, Store
+
+DEFAULT_VALIDITY = timedelta(days=7)
+DEFAULT_REFRESH_BEFORE = timedelta(days=1)
+MAX_VALIDITY = timedelta(days=366)
+MIN_VALIDITY = timedelta(minutes=1)
+
+
+class CrlSettingError(ValueError):
+    """A ``[crl]`` setting is invalid; names the key."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"crl.{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class CrlSettings:
+    """The ``[crl]`` table."""
+
+    validity: timedelta = DEFAULT_VALIDITY
+    """nextUpdate - thisUpdate of each CRL."""
+    refresh_before: timedelta = DEFAULT_REFRESH_BEFORE
+    """A new CRL is signed once the newest one's nextUpdate is closer than this."""
+
+
+def parse_crl_settings(table: Mapping[str, Any]) -> CrlSettings:
+    values: dict[str, timedelta] = {}
+    for key, value in table.items():
+        if key not in ("validity", "refresh_before"):
+            raise CrlSettingError(key, "unknown setting (known: validity, refresh_before)")
+        if not isinstance(value, str):
+            raise CrlSettingError(key, "must be a duration string such as '7d' or '12h'")
+        try:
+            values[key] = parse_duration(value, MAX_VALIDITY)
+        except ValueError as exc:
+            raise CrlSettingError(key, str(exc)) from None
+    settings = CrlSettings(**values)
+    if settings.validity < MIN_VALIDITY:
+        raise CrlSettingError("validity", "must be at least 1m")
+    if settings.refresh_before >= settings.validity:
+        raise CrlSettingError(
+            "refresh_before",
+            "must be shorter than crl.validity (else every CRL is due as soon as it is signed)",
+        )
+    return settings
+
+
+def _entry(entry: RevokedEntry, this_update: datetime) -> x509.RevokedCertificate:
+    # A row marked revoked without a time (edited by hand) is still listed — failing to list
+    # a revoked certificate is the one unsafe outcome — dated no later than this CRL.
+    revoked_at = entry.revoked_at or this_update
+    builder = (
+        x509.RevokedCertificateBuilder()
+        .serial_number(int(entry.serial, 16))
+        .revocation_date(revoked_at.replace(microsecond=0))
+    )
+    reason = REASONS.get(entry.reason or "unspecified", x509.ReasonFlags.unspecified)
+    # RFC 5280 §5.3.1: "the reason code CRL entry extension SHOULD be absent instead of
+    # using the unspecified (0) reasonCode value".
+    if reason is not x509.ReasonFlags.unspecified:
+        builder = builder.add_extension(x509.CRLReason(reason), critical=False)
+    return builder.build()
+
+
+def build_crl(
+    ca: CertificateAuthority,
+    number: int,
+    entries: Sequence[RevokedEntry],
+    this_update: datetime,
+    next_update: datetime,
+) -> x509.CertificateRevocationList:
+    """A v2 CRL signed by the issuing CA: cRLNumber and authorityKeyIdentifier (both
+    required by RFC 5280 §5.2), one entry per revoked certificate, no invalidityDate (the
+    store knows when the operator revoked, not when the key was compromised)."""
+    ski = ca.issuing.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.issuing.subject)
+        .last_update(this_update)
+        .next_update(next_update)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .add_extension(x509.CRLNumber(number), critical=False)
+    )
+    for entry in entries:
+        builder = builder.add_revoked_certificate(_entry(entry, this_update))
+    return builder.sign(ca.issuing_key, signature_hash(ca.issuing_key))
+
+
+class CrlPublisher:
+    """Decides when the issuing CA's CRL is due, signs it, and records it in the store."""
+
+    def __init__(
+        self,
+        ca: CertificateAuthority,
+        store: Store,
+        settings: CrlSettings | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.ca = ca
+        self.store = store
+        self.settings = settings or CrlSettings()
+        self.clock = clock
+
+    @property
+    def issuer_id(self) -> str:
+        return self.ca.issuing_id
+
+    def why_due(self, state: CrlState) -> str | None:
+        """Why a new CRL is needed now ('first', 'revocation', 'schedule'), or None."""
+        latest = state.latest
+        if latest is None:
+            return "first"
+        if state.revoked_count != latest.revoked_count:
+            return "revocation"
+        if latest.next_update - self.clock() <= self.settings.refresh_before:
+            return "schedule"
+        return None
+
+    def refresh(self, actor: str, source: str = "", force: bool = False) -> CrlRecord | None:
+        """Publish a new CRL if one is due (or ``force``); returns it, or None if the newest
+        stored CRL is still current.  The cheap read comes first so that polling every
+        second takes the write lock only when there is something to sign."""
+        if not force and self.why_due(self.store.crl_state(self.issuer_id)) is None:
+            return None
+
+        def due(state: CrlState) -> bool:
+            return force or self.why_due(state) is not None
+
+        def sign(state: CrlState, entries: list[RevokedEntry]) -> tuple[CrlRecord, AuditEvent]:
+            return self._sign(state, entries, actor, source, force)
+
+        return self.store.publish_crl(self.issuer_id, due, sign)
+
+    def current(self, actor: str) -> CrlRecord:
+        """The newest stored CRL, publishing the first one if there is none yet."""
+        record = self.store.latest_crl(self.issuer_id)
+        if record is None:
+            self.refresh(actor)
+            record = self.store.latest_crl(self.issuer_id)
+        assert record is not None, "publish_crl records a CRL when none exists"
+        return record
+
+    def _sign(
+        self, state: CrlState, entries: list[RevokedEntry], actor: str, source: str, force: bool
+    ) -> tuple[CrlRecord, AuditEvent]:
+        now = self.clock()
+        this_update = now.replace(microsecond=0)
+        next_update = this_update + self.settings.validity
+        number = state.latest.number + 1 if state.latest else 1
+        crl = build_crl(self.ca, number, entries, this_update, next_update)
+        record = CrlRecord(
+            issuer_id=self.issuer_id,
+            number=number,
+            this_update=this_update,
+            next_update=next_update,
+            revoked_count=state.revoked_count,
+            entries=len(entries),
+            der=crl.public_bytes(Encoding.DER),
+        )
+        event = AuditEvent(
+            actor=actor,
+            action="crl.generate",
+            subject=self.issuer_id,
+            at=now,
+            source=source,
+            detail={
+                "number": number,
+                "entries": len(entries),
+                "next_update": next_update.isoformat(),
+                "why": self.why_due(state) or ("forced" if force else "schedule"),
+            },
+        )
+        return record, event
