@@ -45,6 +45,8 @@ def test_single_key_table_is_a_valid_label_with_documented_defaults():
         ("lab", {"key_types": []}, "key_types", "at least one"),
         ("lab", {"rsa_min_bits": 1024}, "rsa_min_bits", "2048 to 16384"),
         ("lab", {"extended_key_usage": ["anything"]}, "extended_key_usage", "not one of"),
+        # A device certificate with ocspSigning could sign OCSP answers for the CA.
+        ("lab", {"extended_key_usage": ["ocspSigning"]}, "extended_key_usage", "not one of"),
         ("lab", {"san_types": ["uri"]}, "san_types", "not one of"),
         ("lab", {"allowed_ips": ["10.0.0.0/33"]}, "allowed_ips", ""),
         ("lab", {"require_pop": "yes"}, "require_pop", "true or false"),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -37,16 +38,55 @@ def is_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
+RETIRED_DIR = "retired"
+"""Beside the issuing CA's files: one directory per retired generation (named by its SKI)
+holding root.pem, issuing.pem and issuing.key, written by ``estkit ca rollover``."""
+LINKS_DIR = "links"
+"""Beside the issuing CA's files: root rollover link certificates (OldWithNew, NewWithOld)."""
+
+
 @dataclass(frozen=True)
 class CertificateAuthority:
-    """The root (trust anchor) and the issuing CA with its signing key."""
+    """The current generation (root, issuing CA, its key) and the generations it replaced.
+
+    New certificates are always signed by the current issuing CA.  A retired generation keeps
+    its key so its certificates stay verifiable and revocable: it signs their CRLs and OCSP
+    answers, and its certificates still authenticate, until they expire.
+    """
 
     root: x509.Certificate
     issuing: x509.Certificate
     issuing_key: CertificateIssuerPrivateKeyTypes
+    retired: tuple[CertificateAuthority, ...] = ()
+    links: tuple[x509.Certificate, ...] = ()
 
     @classmethod
     def load(cls, root_cert: Path, issuing_cert: Path, issuing_key: Path) -> CertificateAuthority:
+        """The current generation from its files, with the retired generations and links
+        found beside them (those whose issuing CA has expired are left out)."""
+        current = cls._load_generation(root_cert, issuing_cert, issuing_key)
+        now = datetime.now(UTC)
+        retired = []
+        retired_dir = issuing_cert.parent / RETIRED_DIR
+        for directory in sorted(retired_dir.iterdir()) if retired_dir.is_dir() else []:
+            generation = cls._load_generation(
+                directory / "root.pem", directory / "issuing.pem", directory / "issuing.key"
+            )
+            if generation.issuing.not_valid_after_utc > now:
+                retired.append(generation)
+        links_dir = issuing_cert.parent / LINKS_DIR
+        links = [
+            cert
+            for path in (sorted(links_dir.glob("*.pem")) if links_dir.is_dir() else [])
+            for cert in load_pem_certificates(path)
+            if cert.not_valid_after_utc > now
+        ]
+        return replace(current, retired=tuple(retired), links=tuple(links))
+
+    @classmethod
+    def _load_generation(
+        cls, root_cert: Path, issuing_cert: Path, issuing_key: Path
+    ) -> CertificateAuthority:
         root = load_pem_certificates(root_cert)[0]
         issuing = load_pem_certificates(issuing_cert)[0]
         key = load_private_key(issuing_key)
@@ -57,9 +97,30 @@ class CertificateAuthority:
         return cls(root=root, issuing=issuing, issuing_key=key)
 
     @property
+    def generations(self) -> tuple[CertificateAuthority, ...]:
+        """The current generation first, then the retired ones."""
+        return (self, *self.retired)
+
+    def generation(self, issuer_id: str) -> CertificateAuthority | None:
+        """The generation whose issuing CA has this SKI (hex)."""
+        return next((g for g in self.generations if g.issuing_id == issuer_id), None)
+
+    def generation_for(self, cert: x509.Certificate) -> CertificateAuthority | None:
+        """The generation whose issuing CA signed cert."""
+        return next((g for g in self.generations if is_issued_by(cert, g.issuing)), None)
+
+    @property
     def chain(self) -> tuple[x509.Certificate, ...]:
-        """Every certificate needed to chain an issued certificate to the root, root last."""
-        return (self.issuing, self.root)
+        """What a client needs to validate every certificate this CA still stands behind
+        (RFC 7030 §4.1.3): the current issuing CA and root first, then retired issuing CAs,
+        their roots, and the root rollover links (OldWithNew, NewWithOld)."""
+        certificates: list[x509.Certificate] = []
+        for generation in self.generations:
+            for cert in (generation.issuing, generation.root):
+                if cert not in certificates:
+                    certificates.append(cert)
+        certificates.extend(link for link in self.links if link not in certificates)
+        return tuple(certificates)
 
     @property
     def issuing_id(self) -> str:

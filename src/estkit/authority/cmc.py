@@ -29,7 +29,6 @@ from datetime import timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
-from estkit.authority.ca import is_issued_by
 from estkit.authority.cms import sign_signed_data, verify_signed_data
 from estkit.authority.identity import OWN_ANCHOR, Channel, Identity
 from estkit.authority.request import EnrollmentRequest
@@ -320,7 +319,8 @@ class FullCmc:
         for cert in message.certificates:
             if cert.serial_number == serial and cert.issuer.public_bytes() == issuer:
                 return cert
-        if issuer == self.authority.ca.issuing.subject.public_bytes():
+        issuers = {g.issuing.subject.public_bytes() for g in self.authority.ca.generations}
+        if issuer in issuers:
             record = self.authority.store.certificate(serial_hex(serial))
             if record is not None:
                 return x509.load_der_x509_certificate(record.der)
@@ -332,7 +332,7 @@ class FullCmc:
     def _check_signer_certificate(self, cert: x509.Certificate) -> None:
         """A signer certificate must be this CA's, and counts like a TLS client certificate
         (currently valid, in the records, not revoked)."""
-        if not is_issued_by(cert, self.authority.ca.issuing):
+        if self.authority.ca.generation_for(cert) is None:
             raise CmcFailure(
                 "the PKIData is signed with a certificate this CA did not issue; sign it with "
                 "the key of the PKCS#10 request or with a certificate from this CA",
@@ -405,7 +405,7 @@ class FullCmc:
         """RFC 5272 §6.11, after checking who asks; the serial and reason revoked."""
         revoke = load_revoke_request(control.values[0])
         serial = serial_hex(revoke.serial) if revoke.serial >= 0 else str(revoke.serial)
-        issuer = self.authority.ca.issuing
+        issuer_names = {g.issuing.subject.public_bytes() for g in self.authority.ca.generations}
         holder = (
             signer is not None
             and signer.serial_number == revoke.serial
@@ -426,10 +426,11 @@ class FullCmc:
         reason = CRL_REASONS.get(revoke.reason)
         if reason is None:
             raise CmcFailure(f"CRLReason {revoke.reason} is not a reason to revoke with")
-        if revoke.issuer != issuer.subject.public_bytes():
+        if revoke.issuer not in issuer_names:
             raise CmcFailure(
                 "the certificate to revoke is not from this CA (issuerName is not "
-                f"{issuer.subject.rfc4514_string()})",
+                f"{self.authority.ca.issuing.subject.rfc4514_string()} or an earlier "
+                "generation's)",
                 "badCertId",
             )
         record = self.authority.store.certificate(serial)

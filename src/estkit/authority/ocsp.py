@@ -89,6 +89,11 @@ class OcspResponder:
         self._cache: OrderedDict[CacheKey, OcspAnswer] = OrderedDict()
         self._lock = threading.Lock()
 
+    def serves(self, cert_id: CertId) -> bool:
+        """Whether cert_id names this responder's issuing CA."""
+        expected = self._issuer.get(cert_id.hash_oid)
+        return expected == (cert_id.issuer_name_hash, cert_id.issuer_key_hash)
+
     def respond(self, der: bytes) -> OcspAnswer:
         """The OCSPResponse to a DER OCSPRequest, whatever the request holds."""
         try:
@@ -228,3 +233,33 @@ def _reason(name: str | None) -> x509.ReasonFlags | None:
     if flag is None:
         flag = next((f for n, f in REASONS.items() if n.lower() == (name or "").lower()), None)
     return None if flag in (None, x509.ReasonFlags.unspecified) else flag
+
+
+class OcspRouter:
+    """One responder per CA generation (after a rollover, the retired issuing CA keeps its
+    own delegated responder for its certificates); a request goes to the responder of the
+    CA its first CertID names.  A request mixing generations gets ``unauthorized`` for the
+    others' CertIDs from that responder, as for any foreign CertID."""
+
+    def __init__(self, responders: list[OcspResponder]) -> None:
+        assert responders, "at least the current generation's responder"
+        self.responders = responders
+
+    @property
+    def clock(self) -> Clock:
+        return self.responders[0].clock
+
+    def respond(self, der: bytes) -> OcspAnswer:
+        try:
+            request = parse_request(der)
+        except MalformedOcspRequest:
+            return self.responders[0].respond(der)  # answers malformedRequest
+        first = request.cert_ids[0] if request.cert_ids else None
+        responder = next(
+            (r for r in self.responders if first is not None and r.serves(first)),
+            self.responders[0],
+        )
+        return responder.respond(der)
+
+    def refuse(self, status: ResponseStatus) -> OcspAnswer:
+        return self.responders[0].refuse(status)

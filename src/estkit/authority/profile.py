@@ -25,7 +25,6 @@ EKU_NAMES: dict[str, ObjectIdentifier] = {
     "codeSigning": ExtendedKeyUsageOID.CODE_SIGNING,
     "emailProtection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
     "timeStamping": ExtendedKeyUsageOID.TIME_STAMPING,
-    "ocspSigning": ExtendedKeyUsageOID.OCSP_SIGNING,
     "ipsecIKE": ExtendedKeyUsageOID.IPSEC_IKE,
 }
 PROFILE_KEY_TYPES = ("rsa", "ec-p256", "ec-p384", "ed25519")

@@ -181,7 +181,7 @@ def _destination(authority: Authority, delivery: KeyDeliveryRequest) -> _Destina
     now = authority.clock()
     certificate = None
     for record in authority.store.certificates_by_key_id(key_id.hex()):
-        if record.issuer_id != authority.ca.issuing_id or record.status != "valid":
+        if authority.ca.generation(record.issuer_id) is None or record.status != "valid":
             continue
         if record.not_before <= now <= record.not_after:
             certificate = x509.load_der_x509_certificate(record.der)

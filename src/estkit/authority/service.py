@@ -144,7 +144,7 @@ class Authority:
         now = self.clock()
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise Forbidden("the TLS client certificate is not currently valid")
-        if is_issued_by(cert, self.ca.issuing):
+        if self.ca.generation_for(cert) is not None:
             record = self.store.certificate(serial_hex(cert.serial_number))
             if record is None or record.der != cert.public_bytes(Encoding.DER):
                 raise Forbidden("the TLS client certificate is not in this CA's records")

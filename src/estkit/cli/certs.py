@@ -224,12 +224,16 @@ def cmd_cert_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _publisher(config: Config, store: Store) -> CrlPublisher:
+def _publisher(config: Config, store: Store, issuer_id: str | None = None) -> CrlPublisher:
+    """The CRL publisher of the current issuing CA, or of the generation issuer_id names."""
     try:
         ca = CertificateAuthority.load(config.root_cert, config.issuing_cert, config.issuing_key)
     except (KeyFileError, ValueError) as exc:
         raise CommandError(str(exc)) from None
-    return CrlPublisher(ca, store, config.crl)
+    generation = ca if issuer_id is None else ca.generation(issuer_id)
+    if generation is None:
+        raise CommandError(f"the issuing CA {issuer_id} is no longer loaded (expired?)")
+    return CrlPublisher(generation, store, config.crl)
 
 
 def cmd_cert_revoke(args: argparse.Namespace) -> int:
@@ -256,7 +260,7 @@ def cmd_cert_revoke(args: argparse.Namespace) -> int:
             f"reason {reason}"
         )
         try:
-            crl = _publisher(config, store).refresh(actor)
+            crl = _publisher(config, store, record.issuer_id).refresh(actor)
         except (CommandError, EstError) as exc:
             print(
                 f"estkit: warning: the CRL was not re-signed here ({exc}); a running server "

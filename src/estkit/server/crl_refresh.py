@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from estkit.authority.crl import CrlPublisher
 from estkit.errors import EstError
@@ -24,19 +25,25 @@ def _refresh(publisher: CrlPublisher) -> None:
     record = publisher.refresh(ACTOR)
     if record is not None:
         log.info(
-            "published CRL number %d (%d entries, next update %s)",
+            "published CRL number %d of %s (%d entries, next update %s)",
             record.number,
+            publisher.issuer_id,
             record.entries,
             record.next_update.isoformat(),
         )
 
 
-async def _loop(publisher: CrlPublisher, interval: float) -> None:
+def _refresh_all(publishers: Sequence[CrlPublisher]) -> None:
+    for publisher in publishers:
+        _refresh(publisher)
+
+
+async def _loop(publishers: Sequence[CrlPublisher], interval: float) -> None:
     failing: str | None = None
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.to_thread(_refresh, publisher)
+            await asyncio.to_thread(_refresh_all, publishers)
         except (EstError, ValueError, OSError) as exc:
             if str(exc) != failing:  # one line per distinct failure, not one per second
                 log.error("could not refresh the CRL: %s", exc)
@@ -53,9 +60,11 @@ async def _loop(publisher: CrlPublisher, interval: float) -> None:
 
 
 def start_crl_refresh(
-    publisher: CrlPublisher, interval: float = POLL_SECONDS
+    publishers: Sequence[CrlPublisher], interval: float = POLL_SECONDS
 ) -> asyncio.Task[None]:
-    """Publish the first CRL now if there is none (so the CDP URL answers from the first
-    request), then keep it current in the background; cancel the task to stop."""
-    _refresh(publisher)
-    return asyncio.create_task(_loop(publisher, interval), name="crl-refresh")
+    """Publish each CA generation's first CRL now if there is none (so the CDP URLs answer
+    from the first request), then keep them current in the background; cancel to stop.
+    A retired generation keeps publishing while it is loaded: until its issuing CA expires,
+    which is never before the last certificate it issued."""
+    _refresh_all(publishers)
+    return asyncio.create_task(_loop(publishers, interval), name="crl-refresh")

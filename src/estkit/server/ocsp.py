@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from estkit.authority.ocsp import OcspAnswer, OcspResponder
+from estkit.authority.ocsp import OcspAnswer, OcspRouter
 from estkit.errors import NotFound
 from estkit.server.context import CONTEXT
 from estkit.server.routes import read_body
@@ -31,14 +31,14 @@ log = logging.getLogger("estkit.ocsp")
 OCSP_PATH = "/ocsp"
 
 
-def _responder(request: web.Request) -> OcspResponder:
+def _responder(request: web.Request) -> OcspRouter:
     responder = request.app[CONTEXT].ocsp
     if responder is None:
         raise NotFound("this server does not run an OCSP responder")
     return responder
 
 
-def _http_response(answer: OcspAnswer, cacheable: bool, responder: OcspResponder) -> web.Response:
+def _http_response(answer: OcspAnswer, cacheable: bool, responder: OcspRouter) -> web.Response:
     headers = {"Content-Type": OCSP_RESPONSE_TYPE}
     if (
         cacheable
@@ -55,7 +55,7 @@ def _http_response(answer: OcspAnswer, cacheable: bool, responder: OcspResponder
     return web.Response(body=answer.body, headers=headers)
 
 
-def _refused(responder: OcspResponder, why: str) -> web.Response:
+def _refused(responder: OcspRouter, why: str) -> web.Response:
     log.info("OCSP request refused (MALFORMED_REQUEST): %s", why)
     return _http_response(responder.refuse(ResponseStatus.MALFORMED_REQUEST), False, responder)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from estkit.authority.ocsp import OcspResponder
+from estkit.authority.ca import RETIRED_DIR
+from estkit.authority.ocsp import OcspResponder, OcspRouter
 from estkit.authority.ocsp_signer import ResponderKeeper
 from estkit.authority.service import Authority
 from estkit.config import Config
@@ -41,12 +42,28 @@ async def _loop(keeper: ResponderKeeper) -> None:
             failing = None
 
 
-def start_ocsp(config: Config, authority: Authority) -> tuple[OcspResponder, asyncio.Task[None]]:
-    """The responder, its certificate loaded or issued now, and the renewal task (cancel it
-    to stop). KeyFileError if the responder key file is readable by others."""
-    directory = config.directory / "ca"
-    directory.mkdir(mode=0o700, exist_ok=True)
-    keeper = ResponderKeeper(authority.ca, authority.store, directory, config.ocsp, authority.clock)
-    keeper.start()
-    responder = OcspResponder(authority.ca, authority.store, keeper, config.ocsp, authority.clock)
-    return responder, asyncio.create_task(_loop(keeper), name="ocsp-renewal")
+async def _renew_all(keepers: list[ResponderKeeper]) -> None:
+    await asyncio.gather(*(_loop(keeper) for keeper in keepers))
+
+
+def start_ocsp(config: Config, authority: Authority) -> tuple[OcspRouter, asyncio.Task[None]]:
+    """The responders (one per CA generation, each with its delegated certificate loaded or
+    issued now) and the renewal task (cancel it to stop). The current generation keeps its
+    responder files in ca/, a retired one in its ca/retired/<id>/ directory. KeyFileError if
+    a responder key file is readable by others."""
+    responders = []
+    keepers = []
+    for generation in authority.ca.generations:
+        directory = config.directory / "ca"
+        if generation is not authority.ca:
+            directory = config.issuing_cert.parent / RETIRED_DIR / generation.issuing_id
+        directory.mkdir(mode=0o700, exist_ok=True)
+        keeper = ResponderKeeper(
+            generation, authority.store, directory, config.ocsp, authority.clock
+        )
+        keeper.start()
+        keepers.append(keeper)
+        responders.append(
+            OcspResponder(generation, authority.store, keeper, config.ocsp, authority.clock)
+        )
+    return OcspRouter(responders), asyncio.create_task(_renew_all(keepers), name="ocsp-renewal")

@@ -18,12 +18,10 @@ from estkit.server.ocsp import add_ocsp_routes
 
 async def ca_certificate(request: web.Request) -> web.Response:
     ca = request.app[CONTEXT].authority.ca
-    by_name = {
-        "root": ca.root,
-        "issuing": ca.issuing,
-        ca.root_id: ca.root,
-        ca.issuing_id: ca.issuing,
-    }
+    by_name = {"root": ca.root, "issuing": ca.issuing}
+    for generation in reversed(ca.generations):  # the current generation wins a shared id
+        by_name[generation.root_id] = generation.root
+        by_name[generation.issuing_id] = generation.issuing
     cert = by_name.get(request.match_info["name"])
     if cert is None:
         raise NotFound(f"no CA certificate named '{printable(request.match_info['name'])}'")
@@ -33,13 +31,14 @@ async def ca_certificate(request: web.Request) -> web.Response:
 
 
 async def crl(request: web.Request) -> web.Response:
-    """The newest stored CRL of the issuing CA, DER (RFC 5280 §4.2.1.13 CDP URLs name a DER
-    CRL; application/pkix-crl per RFC 2585 §4.2)."""
+    """The newest stored CRL of an issuing CA generation, DER (RFC 5280 §4.2.1.13 CDP URLs
+    name a DER CRL; application/pkix-crl per RFC 2585 §4.2)."""
     ctx = request.app[CONTEXT]
     name = request.match_info["name"]
-    if ctx.crls is None or name != ctx.crls.issuer_id:
+    publisher = ctx.crls.get(name)
+    if publisher is None:
         raise NotFound(f"no CRL for a CA named '{printable(name)}'")
-    record = await asyncio.to_thread(ctx.crls.current, "server")
+    record = await asyncio.to_thread(publisher.current, "server")
     return web.Response(body=record.der, headers={"Content-Type": "application/pkix-crl"})
 
 

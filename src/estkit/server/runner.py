@@ -83,7 +83,7 @@ async def serve(config: Config, on_ready: Callable[[Listening], None]) -> None:
     ca = CertificateAuthority.load(config.root_cert, config.issuing_cert, config.issuing_key)
     anchors = {name: load_pem_certificates(path) for name, path in config.anchors.items()}
     anchor_crls = load_anchor_crls(config.anchor_crls, anchors)
-    trust = [ca.root, ca.issuing] + [cert for certs in anchors.values() for cert in certs]
+    trust = [*ca.chain, *(cert for certs in anchors.values() for cert in certs)]
     tls = server_context(config.tls_cert, config.tls_key, trust, settings.tls_max_version)
     loop = asyncio.get_running_loop()
 
@@ -97,7 +97,7 @@ async def serve(config: Config, on_ready: Callable[[Listening], None]) -> None:
     authority = Authority(
         ca, config.profiles, store, PublicUrls(public_base), anchors, anchor_crls=anchor_crls
     )
-    crls = CrlPublisher(ca, store, config.crl)
+    crls = {g.issuing_id: CrlPublisher(g, store, config.crl) for g in ca.generations}
     ocsp, ocsp_renewal = start_ocsp(config, authority)
     key_archive = (
         KeyArchive.load(config.key_archive_recipient) if config.key_archive_recipient else None
@@ -110,7 +110,7 @@ async def serve(config: Config, on_ready: Callable[[Listening], None]) -> None:
         ocsp=ocsp,
         key_archive=key_archive,
     )
-    crl_refresh = start_crl_refresh(crls)
+    crl_refresh = start_crl_refresh(list(crls.values()))
 
     public_runner = await _runner(make_public_app(context), settings.header_timeout)
     est_runner = await _runner(make_est_app(context), settings.header_timeout)

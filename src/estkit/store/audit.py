@@ -14,6 +14,10 @@ from estkit.store.records import AuditEvent
 
 
 class AuditTable(Database):
+    def record_audit(self, event: AuditEvent) -> None:
+        """An audit event on its own (most are written with the change they describe)."""
+        self._write(lambda connection: write_audit(connection, event))
+
     def audit_events(self, since: datetime | None = None) -> list[AuditEvent]:
         """Events in the order they were written; ``since`` keeps those at or after it
         (a WHERE on the indexed ``at`` column)."""
