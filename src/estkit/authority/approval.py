@@ -24,30 +24,24 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from estkit.authority.accounts import ONCE_SECRET_USED
-from estkit.authority.issue import build_certificate
 from estkit.authority.profile import Profile
 from estkit.authority.request import EnrollmentRequest
 from estkit.authority.service import (
-    SERIAL_ATTEMPTS,
     Authority,
-    certificate_record,
 )
 from estkit.errors import (
     ApprovalPending,
-    AuthenticationRequired,
     RejectedByOperator,
     ServiceUnavailable,
     TooManyPendingRequests,
 )
 from estkit.store import (
     AuditEvent,
-    OnceSecretConsumed,
+    CertificateRecord,
     OpenRequestExists,
     RequestAlreadyDecided,
     RequestNotApproved,
     RequestRecord,
-    SerialCollision,
     Store,
     TooManyOpenRequests,
     UnknownRequest,
@@ -140,45 +134,27 @@ def _issue(
     """Sign the approved request and record it, the request's new state and a consumed
     one-time secret in one transaction."""
     identity = request.identity
-    for _ in range(SERIAL_ATTEMPTS):
-        now = authority.clock()
-        serial = x509.random_serial_number()
-        cert = build_certificate(authority.ca, request.csr, profile, serial, now, authority.urls)
-        record = certificate_record(
-            cert, request.label, identity.describe(), "enroll", authority.ca.issuing_id, now
+
+    def write(record: CertificateRecord, event: AuditEvent) -> None:
+        authority.store.issue_request(
+            approved.id,
+            record,
+            consume_once_user=identity.name if identity.once else None,
+            audit=event,
         )
-        event = AuditEvent(
-            actor=identity.describe(),
-            action="certificate.enroll",
-            subject=record.serial,
-            at=now,
-            source=request.source,
-            detail={"label": request.label, "subject": record.subject, "request": approved.id}
-            | ({"operation": request.operation} if request.operation else {}),
+
+    try:
+        cert, _ = authority.sign_and_record(
+            request, profile, "enroll", write, detail={"request": approved.id}
         )
-        try:
-            authority.store.issue_request(
-                approved.id,
-                record,
-                consume_once_user=identity.name if identity.once else None,
-                audit=event,
-            )
-        except SerialCollision:
-            continue
-        except OnceSecretConsumed:
-            raise AuthenticationRequired(ONCE_SECRET_USED) from None
-        except RequestNotApproved:
-            current = authority.store.request(approved.id)
-            if current is not None and current.status == "issued":
-                return _certificate(authority.store, current)
-            raise ServiceUnavailable(  # pragma: no cover - approved requests only get issued
-                "the request changed state while its certificate was made; retry later"
-            ) from None
-        return cert
-    raise ServiceUnavailable(
-        "could not allocate a unique serial number; nothing was issued, retry later",
-        retry_after=authority.store.retry_after,
-    )
+    except RequestNotApproved:
+        current = authority.store.request(approved.id)
+        if current is not None and current.status == "issued":
+            return _certificate(authority.store, current)
+        raise ServiceUnavailable(  # pragma: no cover - approved requests only get issued
+            "the request changed state while its certificate was made; retry later"
+        ) from None
+    return cert
 
 
 def _certificate(store: Store, record: RequestRecord) -> x509.Certificate:

@@ -25,24 +25,19 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
 )
 
-from estkit.authority.accounts import ONCE_SECRET_USED
 from estkit.authority.ca import load_pem_certificates
 from estkit.authority.checks import CHECKS, Check, check_key, check_signature
-from estkit.authority.issue import build_certificate
 from estkit.authority.profile import Profile
 from estkit.authority.request import EnrollmentRequest
 from estkit.authority.service import (
-    SERIAL_ATTEMPTS,
     Authority,
-    certificate_record,
 )
 from estkit.errors import (
-    AuthenticationRequired,
     Forbidden,
     KeyDeliveryRefused,
     ServiceUnavailable,
 )
-from estkit.store import ArchivedKey, AuditEvent, OnceSecretConsumed, SerialCollision
+from estkit.store import ArchivedKey, AuditEvent, CertificateRecord
 from estkit.wire.envelope import (
     CONTENT_CIPHERS,
     ECDH_KDFS,
@@ -248,53 +243,33 @@ def serverkeygen(
         )
 
     identity = request.identity
-    for _ in range(SERIAL_ATTEMPTS):
-        now = authority.clock()
-        cert = build_certificate(
-            authority.ca,
-            request.csr,
-            profile,
-            x509.random_serial_number(),
-            now,
-            authority.urls,
-            public_key=private_key.public_key(),
-        )
-        record = certificate_record(
-            cert, request.label, identity.describe(), "serverkeygen", authority.ca.issuing_id, now
-        )
-        detail: dict[str, object] = {
-            "label": request.label,
-            "subject": record.subject,
-            "key_type": key_type,
-            "archived": sealed is not None,
-            "delivery": "encrypted" if destination else "pkcs8",
-        }
-        if destination is not None and destination.recipient.key_id is not None:
-            detail["recipient_key_id"] = destination.recipient.key_id.hex()
-        event = AuditEvent(
-            actor=identity.describe(),
-            action="certificate.serverkeygen",
-            subject=record.serial,
-            at=now,
-            source=request.source,
-            detail=detail,
-        )
+    detail: dict[str, object] = {
+        "key_type": key_type,
+        "archived": sealed is not None,
+        "delivery": "encrypted" if destination else "pkcs8",
+    }
+    if destination is not None and destination.recipient.key_id is not None:
+        detail["recipient_key_id"] = destination.recipient.key_id.hex()
+
+    def write(record: CertificateRecord, event: AuditEvent) -> None:
         archived = None
         if sealed is not None and archive is not None:
-            archived = ArchivedKey(record.serial, request.label, archive.fingerprint, now, sealed)
-        try:
-            authority.store.record_certificate(
-                record,
-                consume_once_user=identity.name if identity.once else None,
-                audit=event,
-                archived_key=archived,
+            archived = ArchivedKey(
+                record.serial, request.label, archive.fingerprint, record.issued_at, sealed
             )
-        except SerialCollision:
-            continue
-        except OnceSecretConsumed:
-            raise AuthenticationRequired(ONCE_SECRET_USED) from None
-        return ServerGeneratedKey(cert, private_key_info, encrypted)
-    raise ServiceUnavailable(
-        "could not allocate a unique serial number; nothing was issued, retry later",
-        retry_after=authority.store.retry_after,
+        authority.store.record_certificate(
+            record,
+            consume_once_user=identity.name if identity.once else None,
+            audit=event,
+            archived_key=archived,
+        )
+
+    cert, _ = authority.sign_and_record(
+        request,
+        profile,
+        "serverkeygen",
+        write,
+        public_key=private_key.public_key(),
+        detail=detail,
     )
+    return ServerGeneratedKey(cert, private_key_info, encrypted)

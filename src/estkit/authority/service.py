@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ObjectIdentifier, SignatureAlgorithmOID
 
@@ -29,6 +30,8 @@ from estkit.store import (
 from estkit.wire.csrattrs import CsrAttribute, CsrAttrItem, oid_value
 
 Clock = Callable[[], datetime]
+RecordWriter = Callable[[CertificateRecord, AuditEvent], None]
+"""Writes an issued certificate's record and audit event in one store transaction."""
 
 OID_CHALLENGE_PASSWORD = "1.2.840.113549.1.9.7"  # noqa: S105 - an OID, not a secret
 OID_EXTENSION_REQUEST = "1.2.840.113549.1.9.14"
@@ -195,10 +198,41 @@ class Authority:
             kind = "renew" if same_key(request.csr, request.renewing) else "rekey"
             replaces = serial_hex(request.renewing.serial_number)
         identity = request.identity
+
+        def write(record: CertificateRecord, event: AuditEvent) -> None:
+            self.store.record_certificate(
+                record, consume_once_user=identity.name if identity.once else None, audit=event
+            )
+
+        cert, _ = self.sign_and_record(request, profile, kind, write, replaces=replaces)
+        return cert
+
+    def sign_and_record(
+        self,
+        request: EnrollmentRequest,
+        profile: Profile,
+        kind: str,
+        write: RecordWriter,
+        *,
+        replaces: str | None = None,
+        public_key: CertificatePublicKeyTypes | None = None,
+        detail: Mapping[str, object] | None = None,
+    ) -> tuple[x509.Certificate, CertificateRecord]:
+        """Sign under a fresh random serial and hand the record and its audit event to write
+        (one store transaction); a serial that exists already is redrawn.  Every issuance
+        path (enroll, approved requests, serverkeygen, CMC) goes through here."""
+        identity = request.identity
         for _ in range(SERIAL_ATTEMPTS):
             now = self.clock()
-            serial = x509.random_serial_number()
-            cert = build_certificate(self.ca, request.csr, profile, serial, now, self.urls)
+            cert = build_certificate(
+                self.ca,
+                request.csr,
+                profile,
+                x509.random_serial_number(),
+                now,
+                self.urls,
+                public_key=public_key,
+            )
             record = certificate_record(
                 cert, request.label, identity.describe(), kind, self.ca.issuing_id, now, replaces
             )
@@ -208,20 +242,16 @@ class Authority:
                 subject=record.serial,
                 at=now,
                 source=request.source,
-                detail={"label": request.label, "subject": record.subject}
+                detail={"label": request.label, "subject": record.subject, **(detail or {})}
                 | ({"operation": request.operation} if request.operation else {}),
             )
             try:
-                self.store.record_certificate(
-                    record,
-                    consume_once_user=identity.name if identity.once else None,
-                    audit=event,
-                )
+                write(record, event)
             except SerialCollision:
                 continue
             except OnceSecretConsumed:
                 raise AuthenticationRequired(ONCE_SECRET_USED) from None
-            return cert
+            return cert, record
         raise ServiceUnavailable(
             "could not allocate a unique serial number; nothing was issued, retry later",
             retry_after=self.store.retry_after,
