@@ -46,3 +46,25 @@ def est_server_factory(tmp_path: Path) -> Iterator[Callable[..., EstServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test (dropped after it); skips with the
+    reason where no PostgreSQL server answers."""
+    from tests.postgres import fresh_database, unreachable_reason
+
+    reason = unreachable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL on each backend: a new SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

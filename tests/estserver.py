@@ -86,12 +86,13 @@ class EstServer:
                 self.process.wait()
 
 
-def start_server(data_dir: Path, timeout: float = 30.0) -> EstServer:
-    """Run `estkit serve --port 0` and wait for its ready lines."""
+def start_server(data_dir: Path, timeout: float = 30.0, workers: int = 1) -> EstServer:
+    """Run `estkit serve --port 0 --workers N` (one process unless asked) and wait for its
+    ready lines."""
     log_path = data_dir / "server.log"
     log = log_path.open("w")
     process = subprocess.Popen(
-        [*ESTKIT, "serve", "--dir", str(data_dir), "--port", "0"],
+        [*ESTKIT, "serve", "--dir", str(data_dir), "--port", "0", "--workers", str(workers)],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,

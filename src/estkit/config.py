@@ -5,6 +5,7 @@ Every bad setting is refused with the file, the key and the reason.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -255,8 +256,9 @@ def _key_archive_recipient(
     return recipient
 
 
-def default_config_text(public_host: str) -> str:
+def default_config_text(public_host: str, store_url: str = "sqlite:///estkit.db") -> str:
     """The estkit.toml that ``estkit init`` writes: the default profile and two labels."""
+    store_line = "url = " + json.dumps(store_url, ensure_ascii=False)  # a TOML basic string
     return f"""\
 # estkit instance configuration. Every setting is documented in the README's reference.
 
@@ -284,7 +286,7 @@ cert = "tls/server.pem"
 key = "tls/server.key"
 
 [store]
-url = "sqlite:///estkit.db"
+{store_line}
 
 # Certificate revocation lists, served on the plain-HTTP listener at the URL in issued
 # certificates: each CRL is valid for `validity` and re-signed when less than

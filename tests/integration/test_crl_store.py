@@ -28,14 +28,16 @@ class Clock:
         return self.now
 
 
-def make_instance(tmp_path: Path, key_type: str = "ec-p256") -> tuple[CertificateAuthority, Store]:
+def make_instance(
+    tmp_path: Path, key_type: str = "ec-p256", url: str | None = None
+) -> tuple[CertificateAuthority, Store]:
     directory = tmp_path / "pki"
     directory.mkdir()
     files, _ = create_pki(directory, "crltest", key_type, ["localhost"], now=T0 - timedelta(days=1))
     ca = CertificateAuthority.load(
         directory / files.root_cert, directory / files.issuing_cert, directory / files.issuing_key
     )
-    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    store = Store(url or f"sqlite:///{tmp_path / 'store.db'}")
     store.create_schema()
     return ca, store
 
@@ -113,9 +115,12 @@ def test_due_first_then_on_revocation_then_before_next_update(instance):
     ]
 
 
-def test_concurrent_signers_never_reuse_a_number(instance):
-    ca, store = instance
-    publishers = [CrlPublisher(ca, store, clock=Clock(T0)) for _ in range(3)]
+def test_concurrent_signers_never_reuse_a_number(tmp_path, store_url):
+    """On SQLite the write lock serialises signers; on PostgreSQL an advisory lock per issuer.
+    Each signer has its own Store (its own connections), as separate processes would."""
+    ca, store = make_instance(tmp_path, url=store_url)
+    signers = [Store(store_url) for _ in range(3)]
+    publishers = [CrlPublisher(ca, s, clock=Clock(T0)) for s in signers]
     errors: list[BaseException] = []
 
     def sign_many(publisher: CrlPublisher) -> None:
@@ -130,10 +135,17 @@ def test_concurrent_signers_never_reuse_a_number(instance):
         thread.start()
     for thread in threads:
         thread.join()
-    assert errors == []
-    numbers = [e.detail["number"] for e in store.audit_events() if e.action == "crl.generate"]
-    assert sorted(numbers) == list(range(1, 25))
-    assert store.latest_crl(ca.issuing_id).number == 24
+    for signer in signers:
+        signer.close()
+    try:
+        assert errors == []
+        events = [e for e in store.audit_events() if e.action == "crl.generate"]
+        numbers = [e.detail["number"] for e in events]
+        assert sorted(numbers) == list(range(1, 25))
+        assert numbers == sorted(numbers), "numbers must grow in commit order"
+        assert store.latest_crl(ca.issuing_id).number == 24
+    finally:
+        store.close()
 
 
 def test_expired_entries_stay_for_one_crl_after_expiry(instance):

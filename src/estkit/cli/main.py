@@ -27,6 +27,7 @@ OPERATOR_COMMANDS: dict[str, tuple[str, str]] = {
     "crl": ("estkit.cli.certs", "write the current CRL to a file"),
     "audit": ("estkit.cli.audit", "show the audit trail"),
     "request": ("estkit.cli.requests", "list, approve and reject requests awaiting approval"),
+    "db": ("estkit.cli.db", "the store's database: upgrade its schema"),
     "ca": ("estkit.cli.ca", "the CA hierarchy: show it, roll it over (new issuing CA or root)"),
 }
 """Operator commands: the module that registers each, and its one-line help."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from estkit.authority.ca import RETIRED_DIR
+from estkit.authority.ca import RETIRED_DIR, CertificateAuthority
 from estkit.authority.ocsp import OcspResponder, OcspRouter
 from estkit.authority.ocsp_signer import ResponderKeeper
-from estkit.authority.service import Authority
+from estkit.authority.service import Authority, Clock, utc_now
 from estkit.config import Config
 from estkit.errors import EstError
+from estkit.server.responder_lock import SharedResponderKeeper
+from estkit.store import Store
 
 log = logging.getLogger("estkit.ocsp")
 
@@ -46,24 +48,31 @@ async def _renew_all(keepers: list[ResponderKeeper]) -> None:
     await asyncio.gather(*(_loop(keeper) for keeper in keepers))
 
 
-def start_ocsp(config: Config, authority: Authority) -> tuple[OcspRouter, asyncio.Task[None]]:
-    """The responders (one per CA generation, each with its delegated certificate loaded or
-    issued now) and the renewal task (cancel it to stop). The current generation keeps its
-    responder files in ca/, a retired one in its ca/retired/<id>/ directory. KeyFileError if
-    a responder key file is readable by others."""
-    responders = []
-    keepers = []
-    for generation in authority.ca.generations:
+def responder_keepers(
+    config: Config, ca: CertificateAuthority, store: Store, clock: Clock = utc_now
+) -> list[ResponderKeeper]:
+    """One keeper per CA generation, not started yet. The current generation keeps its
+    responder files in ca/, a retired one in its ca/retired/<id>/ directory. Issuance is
+    serialized across processes (server/responder_lock.py): workers share these files."""
+    keepers: list[ResponderKeeper] = []
+    for generation in ca.generations:
         directory = config.directory / "ca"
-        if generation is not authority.ca:
+        if generation is not ca:
             directory = config.issuing_cert.parent / RETIRED_DIR / generation.issuing_id
         directory.mkdir(mode=0o700, exist_ok=True)
-        keeper = ResponderKeeper(
-            generation, authority.store, directory, config.ocsp, authority.clock
-        )
+        keepers.append(SharedResponderKeeper(generation, store, directory, config.ocsp, clock))
+    return keepers
+
+
+def start_ocsp(config: Config, authority: Authority) -> tuple[OcspRouter, asyncio.Task[None]]:
+    """The responders (one per CA generation, each with its delegated certificate loaded or
+    issued now) and the renewal task (cancel it to stop). KeyFileError if a responder key
+    file is readable by others."""
+    responders = []
+    keepers = responder_keepers(config, authority.ca, authority.store, authority.clock)
+    for keeper in keepers:
         keeper.start()
-        keepers.append(keeper)
         responders.append(
-            OcspResponder(generation, authority.store, keeper, config.ocsp, authority.clock)
+            OcspResponder(keeper.ca, authority.store, keeper, config.ocsp, authority.clock)
         )
     return OcspRouter(responders), asyncio.create_task(_renew_all(keepers), name="ocsp-renewal")

@@ -40,10 +40,12 @@ class Listening:
     http_url: str
 
 
-def _listening_socket(host: str, port: int, setting: str) -> socket.socket:
+def _listening_socket(host: str, port: int, setting: str, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        sock = socket.create_server((host, port), family=family, backlog=1024)
+        sock = socket.create_server(
+            (host, port), family=family, backlog=1024, reuse_port=reuse_port
+        )
     except OSError as exc:
         raise OSError(
             f"cannot listen on {host}:{port} ({exc.strerror}); free the port or change "
@@ -70,8 +72,17 @@ def _protocol_factory(runner: web.AppRunner) -> web.Server:
     return runner.server
 
 
-async def serve(config: Config, on_ready: Callable[[Listening], None]) -> None:
-    """Serve until SIGINT or SIGTERM."""
+async def serve(
+    config: Config,
+    on_ready: Callable[[Listening], None],
+    *,
+    reuse_port: bool = False,
+    lifeline: int | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM, or until the ``lifeline`` descriptor (a pipe whose
+    other end the supervisor holds) reaches end of file: a worker of ``serve --workers`` stops
+    when its supervisor is gone, even killed. ``reuse_port`` binds with SO_REUSEPORT, so the
+    workers each have their own sockets on the same ports (server/supervisor.py)."""
     settings = config.server
     load_private_key(config.tls_key)  # refuse a TLS key that others may read, like CA keys
     store = Store(
@@ -79,7 +90,7 @@ async def serve(config: Config, on_ready: Callable[[Listening], None]) -> None:
         busy_timeout=config.store_busy_timeout,
         retry_after=settings.retry_after,
     )
-    store.create_schema()
+    store.create_schema(f"estkit db upgrade --dir {config.path.parent}")
     ca = CertificateAuthority.load(config.root_cert, config.issuing_cert, config.issuing_key)
     anchors = {name: load_pem_certificates(path) for name, path in config.anchors.items()}
     anchor_crls = load_anchor_crls(config.anchor_crls, anchors)
@@ -88,8 +99,8 @@ async def serve(config: Config, on_ready: Callable[[Listening], None]) -> None:
     loop = asyncio.get_running_loop()
 
     # Bind first: the plain-HTTP port goes into the URLs of every certificate issued.
-    http_socket = _listening_socket(settings.host, settings.http_port, "http_port")
-    https_socket = _listening_socket(settings.host, settings.port, "port")
+    http_socket = _listening_socket(settings.host, settings.http_port, "http_port", reuse_port)
+    https_socket = _listening_socket(settings.host, settings.port, "port", reuse_port)
     http_port = http_socket.getsockname()[1]
     public_base = settings.public_http_url.rstrip("/") or (
         f"http://{_url_host(settings.public_host)}:{http_port}"
@@ -128,10 +139,14 @@ async def serve(config: Config, on_ready: Callable[[Listening], None]) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if lifeline is not None:
+        loop.add_reader(lifeline, stop.set)  # readable only at EOF: the supervisor is gone
     try:
         await stop.wait()
     finally:
         log.info("shutting down")
+        if lifeline is not None:
+            loop.remove_reader(lifeline)
         crl_refresh.cancel()
         ocsp_renewal.cancel()
         for server in (https_server, http_server):

@@ -3,7 +3,8 @@
 The CRL is derived from the store, not from any process's memory: whoever signs the next one
 (the server's refresh task, or ``estkit cert revoke``) reads the revocations and the previous
 CRL number inside the same write transaction that records the new CRL, so two signers can
-never publish the same number or miss a revocation committed before the lock was taken.
+never publish the same number or miss a revocation committed before the lock was taken.  The
+lock is SQLite's write lock, or on PostgreSQL an advisory lock per issuer (store/locks.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import Connection, func, insert, select
 from estkit.store import schema
 from estkit.store.audit import write_audit
 from estkit.store.database import Database
+from estkit.store.locks import serialize
 from estkit.store.records import AuditEvent, CrlInfo, CrlRecord, CrlState, RevokedEntry
 
 CrlSigner = Callable[[CrlState, list[RevokedEntry]], tuple[CrlRecord, AuditEvent | None]]
@@ -70,6 +72,7 @@ class CrlTable(Database):
         """
 
         def work(connection: Connection) -> CrlRecord | None:
+            serialize(connection, "crl", issuer_id)
             state = _state(connection, issuer_id)
             if not due(state):
                 return None

@@ -4,6 +4,12 @@ Durability: a write returns only after its transaction is committed, and on SQLi
 connection runs in WAL mode with ``synchronous=FULL``, so the commit has been fsync'd.  Write
 transactions start with ``BEGIN IMMEDIATE`` so that concurrent writers queue on the busy
 timeout instead of failing on a stale snapshot.
+
+On PostgreSQL (psycopg 3) ``synchronous_commit`` keeps its durable default, transactions are
+READ COMMITTED, and the few read-then-write sequences that SQLite serialises with its write
+lock take an advisory lock instead (store/locks.py).  ``busy_timeout`` bounds the wait for a
+pooled connection, for connecting, and for row and advisory locks (``lock_timeout``), so a
+stuck database is a 503 with Retry-After rather than a hung request.
 """
 
 from __future__ import annotations
@@ -13,11 +19,11 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from estkit.errors import ServiceUnavailable
-from estkit.store import schema
+from estkit.store import migrate
 
 T = TypeVar("T")
 
@@ -39,11 +45,39 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
     return on_connect
 
 
+def driver_url(url: str) -> URL:
+    """The URL SQLAlchemy is given: plain ``postgresql://`` means psycopg 3, not psycopg2."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _postgresql_engine(url: URL, busy_timeout: float) -> Engine:
+    connect_args: dict[str, Any] = {"connect_timeout": max(1, round(busy_timeout))}
+    if "options" not in url.query:
+        connect_args["options"] = f"-c lock_timeout={round(busy_timeout * 1000)}"
+    if "application_name" not in url.query:
+        connect_args["application_name"] = "estkit"
+    return create_engine(
+        url,
+        pool_pre_ping=True,  # a restarted database or a dropped connection is not an error
+        pool_size=5,
+        max_overflow=10,  # the server's worker threads plus the CRL and OCSP tasks
+        pool_timeout=busy_timeout,
+        pool_recycle=3600,
+        connect_args=connect_args,
+    )
+
+
 def _engines(url: str, busy_timeout: float) -> tuple[Engine, Engine]:
     """(writer, reader) engines; on SQLite the writer takes the write lock up front."""
-    parsed = make_url(url)
+    parsed = driver_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        engine = _postgresql_engine(parsed, busy_timeout)
+        return engine, engine
     if parsed.get_backend_name() != "sqlite":
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(parsed, pool_pre_ping=True)
         return engine, engine
     connect_args = {"check_same_thread": False, "timeout": busy_timeout}
     writer = create_engine(url, connect_args=connect_args)
@@ -75,14 +109,29 @@ class Database:
         self._writer.dispose()
         self._reader.dispose()
 
-    def create_schema(self) -> None:
-        with self._guard():
-            schema.metadata.create_all(self._writer)
-            # create_all makes a new table's indexes only with the table: an index added
-            # later to an existing table is created here.
-            for table in schema.metadata.sorted_tables:
-                for index in table.indexes:
-                    index.create(self._writer, checkfirst=True)
+    def create_schema(self, remedy: str = "estkit db upgrade") -> None:
+        """Make the schema in an empty database (every migration, as ``estkit db upgrade``
+        would), and otherwise only check it: a database at another revision is refused with
+        SchemaNotCurrent naming ``remedy``.  Several servers may share one database, so
+        none of them changes an existing schema on its own."""
+        with self._guard(), self._writer.begin() as connection:
+            migrate.create_or_check(connection, remedy)
+
+    def upgrade_schema(self) -> tuple[str | None, str]:
+        """Run the migrations the database lacks; the revisions before and after."""
+        with self._guard(), self._writer.begin() as connection:
+            before = migrate.current_revision(connection)
+            migrate.upgrade(connection)
+            return before, migrate.head_revision()
+
+    def schema_revision(self) -> str | None:
+        with self._guard(), self._reader.connect() as connection:
+            return migrate.current_revision(connection)
+
+    def is_empty(self) -> bool:
+        """No estkit table at all: a database ``estkit init`` may take."""
+        with self._guard(), self._reader.connect() as connection:
+            return not migrate.has_estkit_tables(connection)
 
     def _unavailable(self, exc: SQLAlchemyError) -> StoreUnavailable:
         return StoreUnavailable(

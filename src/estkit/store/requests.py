@@ -12,6 +12,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from estkit.store import schema
 from estkit.store.audit import write_audit
 from estkit.store.database import Database
+from estkit.store.locks import serialize
 from estkit.store.records import AuditEvent, CertificateRecord, RequestRecord
 
 REQUEST_STATUSES = ("pending", "approved", "rejected", "issued")
@@ -58,6 +59,8 @@ class RequestTable(Database):
 
         def work(connection: Connection) -> RequestRecord:
             if max_pending is not None:
+                # Count and insert as one step, or concurrent submissions all see room.
+                serialize(connection, "requests", label, requester)
                 pending = connection.execute(
                     select(func.count())
                     .select_from(schema.requests)
