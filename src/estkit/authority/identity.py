@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from cryptography import x509
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 OWN_ANCHOR = "estkit"
 """The anchor name of certificates issued by this CA, as used in a label's allow_anchors."""
@@ -26,11 +29,17 @@ class Identity:
     """A one-time bootstrap secret: consumed by the first enrollment it authorizes."""
 
     def describe(self) -> str:
-        """How the identity appears in logs and records (never a secret)."""
+        """How the identity appears in logs and records (never a secret).
+
+        A certificate's CN comes from whoever issued it (a third-party anchor too) and may hold
+        control characters, even NUL, which would forge log lines or be refused by a text
+        column: they are shown escaped.
+        """
+        name = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", self.name)
         if self.method == "basic":
-            return f"user:{self.name}"
+            return f"user:{name}"
         serial = format(self.certificate.serial_number, "x") if self.certificate else "?"
-        return f"cert:{self.anchor}:{serial}:{self.name}"
+        return f"cert:{self.anchor}:{serial}:{name}"
 
 
 @dataclass(frozen=True)
