@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 
 from estkit.authority.crl import CrlPublisher
-from estkit.errors import EstError
+from estkit.server.periodic import run_periodically
 
 log = logging.getLogger("estkit.crl")
 
@@ -38,27 +38,6 @@ def _refresh_all(publishers: Sequence[CrlPublisher]) -> None:
         _refresh(publisher)
 
 
-async def _loop(publishers: Sequence[CrlPublisher], interval: float) -> None:
-    failing: str | None = None
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await asyncio.to_thread(_refresh_all, publishers)
-        except (EstError, ValueError, OSError) as exc:
-            if str(exc) != failing:  # one line per distinct failure, not one per second
-                log.error("could not refresh the CRL: %s", exc)
-            failing = str(exc)
-        except Exception:
-            # A bug must not end the task silently: the CRL would go stale unnoticed.
-            if failing != "internal":
-                log.exception("could not refresh the CRL")
-            failing = "internal"
-        else:
-            if failing is not None:
-                log.info("CRL refresh works again")
-            failing = None
-
-
 def start_crl_refresh(
     publishers: Sequence[CrlPublisher], interval: float = POLL_SECONDS
 ) -> asyncio.Task[None]:
@@ -67,4 +46,7 @@ def start_crl_refresh(
     A retired generation keeps publishing while it is loaded: until its issuing CA expires,
     which is never before the last certificate it issued."""
     _refresh_all(publishers)
-    return asyncio.create_task(_loop(publishers, interval), name="crl-refresh")
+    loop = run_periodically(
+        lambda: _refresh_all(publishers), lambda: interval, "refresh the CRL", log
+    )
+    return asyncio.create_task(loop, name="crl-refresh")

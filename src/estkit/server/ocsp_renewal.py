@@ -10,42 +10,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from estkit.authority.ca import RETIRED_DIR, CertificateAuthority
 from estkit.authority.ocsp import OcspResponder, OcspRouter
 from estkit.authority.ocsp_signer import ResponderKeeper
 from estkit.authority.service import Authority, Clock, utc_now
 from estkit.config import Config
-from estkit.errors import EstError
+from estkit.server.periodic import run_periodically
 from estkit.server.responder_lock import SharedResponderKeeper
 from estkit.store import Store
 
 log = logging.getLogger("estkit.ocsp")
 
 
-async def _loop(keeper: ResponderKeeper) -> None:
-    failing: str | None = None
-    while True:
-        await asyncio.sleep(keeper.check_interval)
-        try:
-            await asyncio.to_thread(keeper.renew_if_due)
-        except (EstError, ValueError, OSError) as exc:
-            if str(exc) != failing:  # one line per distinct failure, not one per check
-                log.error("could not renew the OCSP responder certificate: %s", exc)
-            failing = str(exc)
-        except Exception:
-            # A bug must not end the task silently: responses would stop at its expiry.
-            if failing != "internal":
-                log.exception("could not renew the OCSP responder certificate")
-            failing = "internal"
-        else:
-            if failing is not None:
-                log.info("OCSP responder renewal works again")
-            failing = None
-
-
 async def _renew_all(keepers: list[ResponderKeeper]) -> None:
-    await asyncio.gather(*(_loop(keeper) for keeper in keepers))
+    await asyncio.gather(
+        *(
+            run_periodically(
+                keeper.renew_if_due,
+                _interval_of(keeper),
+                "renew the OCSP responder certificate",
+                log,
+            )
+            for keeper in keepers
+        )
+    )
+
+
+def _interval_of(keeper: ResponderKeeper) -> Callable[[], float]:
+    return lambda: keeper.check_interval
 
 
 def responder_keepers(
