@@ -180,3 +180,23 @@ def write_pair(directory: Path, name: str, key, cert: x509.Certificate) -> tuple
     )
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
+
+
+def issued(reply: Reply) -> x509.Certificate:
+    """The one certificate of a successful enrollment answer (fails with the server's reason)."""
+    assert reply.status == 200, f"{reply.status}: {reply.text}"
+    [cert] = reply.certificates()
+    return cert
+
+
+def enroll_basic(server, der: bytes, label: str | None, user: str, password: str) -> Reply:
+    """POST a CSR to simpleenroll with HTTP Basic on a fresh connection."""
+    return request(
+        f"{server.est_url(label)}/simpleenroll",
+        server.ca_file,
+        "POST",
+        b64(der),
+        PKCS10,
+        user=user,
+        password=password,
+    )

@@ -22,6 +22,7 @@ from tests.esthttp import (
     Reply,
     b64,
     connect,
+    issued,
     make_csr,
     new_key,
     request,
@@ -30,6 +31,7 @@ from tests.esthttp import (
     write_pair,
 )
 from tests.estserver import EstServer, init_instance, start_server
+from tests.pki import make_ca
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -48,12 +50,6 @@ def post(
     )
 
 
-def issued(reply: Reply) -> x509.Certificate:
-    assert reply.status == 200, f"{reply.status}: {reply.text}"
-    [cert] = reply.certificates()
-    return cert
-
-
 def serial_hex(cert: x509.Certificate) -> str:
     return format(cert.serial_number, "x")
 
@@ -67,40 +63,6 @@ def enroll_pair(
     cert = issued(post(server, der, label, user=name, password=password))
     cert_path, key_path = write_pair(directory, name, key, cert)
     return key, cert, cert_path, key_path
-
-
-def make_ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A self-signed CA made here: not this instance's CA."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
 
 
 def make_leaf(

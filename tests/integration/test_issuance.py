@@ -14,31 +14,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
-from tests.esthttp import PKCS10, Reply, b64, make_csr, new_key, request
+from tests.esthttp import Reply, enroll_basic, issued, make_csr, new_key
 from tests.estserver import EstServer
 
 SKEW = timedelta(minutes=5)
 """notBefore is backdated by this much (estkit.authority.issue.CLOCK_SKEW_ALLOWANCE)."""
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def post(server: EstServer, der: bytes, label: str | None, user: str, password: str) -> Reply:
-    return request(
-        f"{server.est_url(label)}/simpleenroll",
-        server.ca_file,
-        "POST",
-        b64(der),
-        PKCS10,
-        user=user,
-        password=password,
-    )
-
-
-def issued(reply: Reply) -> x509.Certificate:
-    assert reply.status == 200, f"{reply.status}: {reply.text}"
-    [cert] = reply.certificates()
-    return cert
 
 
 def load_pem(path: Path) -> x509.Certificate:
@@ -58,7 +40,7 @@ class Enroller:
         self.password = server.add_user(name, labels=labels)
 
     def reply(self, der: bytes, label: str | None = None) -> Reply:
-        return post(self.server, der, label, self.name, self.password)
+        return enroll_basic(self.server, der, label, self.name, self.password)
 
     def cert(self, der: bytes, label: str | None = None) -> x509.Certificate:
         return issued(self.reply(der, label))

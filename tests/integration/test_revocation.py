@@ -19,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.esthttp import PKCS10, b64, make_csr, request, write_pair
 from tests.estserver import EstServer, init_instance, start_server
+from tests.pki import make_ca
 from tests.revocation import Enrolled, enroll, estkit, failed, fetch_crl, ok
 
 
@@ -302,39 +303,6 @@ def test_revoke_when_the_ca_key_is_unreadable_still_revokes(tmp_path):
 
 
 # Third-party anchors with a CRL -----------------------------------------------------------------
-
-
-def make_ca(cn: str, crl_sign: bool = True):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=crl_sign,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
 
 
 def make_leaf(ca_key, ca_cert: x509.Certificate, cn: str):

@@ -14,28 +14,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.esthttp import PKCS10, Reply, b64, make_csr, request
+from tests.esthttp import Reply, enroll_basic, issued, make_csr
 from tests.estserver import EstServer, init_instance, start_server
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def post(server: EstServer, der: bytes, label: str | None, user: str, password: str) -> Reply:
-    return request(
-        f"{server.est_url(label)}/simpleenroll",
-        server.ca_file,
-        "POST",
-        b64(der),
-        PKCS10,
-        user=user,
-        password=password,
-    )
-
-
-def issued(reply: Reply) -> x509.Certificate:
-    assert reply.status == 200, f"{reply.status}: {reply.text}"
-    [cert] = reply.certificates()
-    return cert
 
 
 def db_path(server: EstServer) -> Path:
@@ -92,7 +74,7 @@ def test_enrollment_is_recorded_and_committed(est_server):
         x509.IPAddress(ipaddress.ip_address("192.0.2.44")),
     ]
     _, der = make_csr("rec.example.com", sans=sans)
-    cert = issued(post(est_server, der, "server", "store-alice", password))
+    cert = issued(enroll_basic(est_server, der, "server", "store-alice", password))
 
     rows = raw_rows(est_server, "SELECT * FROM certificates WHERE serial = ?", (serial_hex(cert),))
     assert len(rows) == 1
@@ -125,7 +107,7 @@ def test_enrollment_is_recorded_and_committed(est_server):
 def test_default_label_record_and_store_api_agree(est_server):
     password = est_server.add_user("store-bob")
     _, der = make_csr("store-bob-device")
-    cert = issued(post(est_server, der, None, "store-bob", password))
+    cert = issued(enroll_basic(est_server, der, None, "store-bob", password))
     store = est_server.store()
     try:
         record = store.certificate(serial_hex(cert))
@@ -146,7 +128,7 @@ def test_refused_request_records_nothing(est_server):
     password = est_server.add_user("store-refused")
     before = certificate_count(est_server)
     _, der = make_csr("refused", sans=[x509.DNSName("refused.example.com")])
-    reply = post(est_server, der, None, "store-refused", password)
+    reply = enroll_basic(est_server, der, None, "store-refused", password)
     assert reply.status == 403
     assert not raw_rows(est_server, "SELECT 1 FROM certificates WHERE subject = 'CN=refused'")
     assert not raw_rows(est_server, "SELECT 1 FROM audit_events WHERE actor = 'user:store-refused'")
@@ -186,7 +168,7 @@ def test_write_lock_held_elsewhere_is_503_then_recovers(busy_server):
     try:
         blocker.execute("BEGIN IMMEDIATE")
         _, der = make_csr("while-locked")
-        assert_unavailable(post(busy_server, der, None, "busy-locked", password))
+        assert_unavailable(enroll_basic(busy_server, der, None, "busy-locked", password))
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
@@ -194,7 +176,7 @@ def test_write_lock_held_elsewhere_is_503_then_recovers(busy_server):
     assert not raw_rows(busy_server, "SELECT 1 FROM certificates WHERE subject = 'CN=while-locked'")
 
     _, der = make_csr("after-lock")
-    cert = issued(post(busy_server, der, None, "busy-locked", password))
+    cert = issued(enroll_basic(busy_server, der, None, "busy-locked", password))
     rows = raw_rows(
         busy_server, "SELECT der FROM certificates WHERE serial = ?", (serial_hex(cert),)
     )
@@ -214,7 +196,7 @@ def test_insert_aborted_by_trigger_is_503_and_consumes_nothing(busy_server, mess
     try:
         connection.execute(trigger)
         _, der = make_csr("while-refused")
-        reply = post(busy_server, der, None, user, password)
+        reply = enroll_basic(busy_server, der, None, user, password)
         assert_unavailable(reply)
         # The store's refusal is reported as such, not as a serial-number collision.
         assert "refused the write" in reply.text
@@ -230,7 +212,7 @@ def test_insert_aborted_by_trigger_is_503_and_consumes_nothing(busy_server, mess
     )
 
     _, der = make_csr("after-trigger")
-    cert = issued(post(busy_server, der, None, user, password))
+    cert = issued(enroll_basic(busy_server, der, None, user, password))
     assert raw_rows(busy_server, "SELECT 1 FROM certificates WHERE serial = ?", (serial_hex(cert),))
     [row] = raw_rows(busy_server, "SELECT consumed_at FROM users WHERE name = ?", (user,))
     assert row["consumed_at"] is not None
@@ -253,7 +235,7 @@ def test_retry_after_follows_the_configuration(tmp_path):
         finally:
             connection.close()
         _, der = make_csr("retry-after")
-        reply = post(server, der, None, "retry-after", password)
+        reply = enroll_basic(server, der, None, "retry-after", password)
         assert reply.status == 503
         assert reply.headers["Retry-After"] == "17"
     finally:
