@@ -8,14 +8,12 @@ import http.client
 import sqlite3
 import ssl
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
 from tests.esthttp import (
     PKCS10,
@@ -31,7 +29,7 @@ from tests.esthttp import (
     write_pair,
 )
 from tests.estserver import EstServer, init_instance, start_server
-from tests.pki import make_ca
+from tests.pki import make_ca, make_leaf
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -63,31 +61,6 @@ def enroll_pair(
     cert = issued(post(server, der, label, user=name, password=password))
     cert_path, key_path = write_pair(directory, name, key, cert)
     return key, cert, cert_path, key_path
-
-
-def make_leaf(
-    ca_key, ca_cert: x509.Certificate, cn: str, key=None
-) -> tuple[object, x509.Certificate]:
-    """A client certificate (clientAuth) signed by ca_key."""
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return key, cert
 
 
 def db_execute(server: EstServer, sql: str, params: tuple = ()) -> None:

@@ -28,7 +28,7 @@ from cryptography.x509.oid import (
 
 from estkit.authority.keys import load_private_key
 from estkit.config import ConfigError, load_config
-from tests.esthttp import PKCS10, Reply, b64, make_csr, request
+from tests.esthttp import Reply, enroll_basic, issued, make_csr
 from tests.estserver import init_instance, run_estkit, start_server
 
 OCSP_REQUEST = {"Content-Type": "application/ocsp-request"}
@@ -78,18 +78,7 @@ def enroll(server) -> x509.Certificate:
         _USERS[id(server)] = (name, server.add_user(name))
     user, password = _USERS[id(server)]
     _, der = make_csr(f"ocsp-{uuid.uuid4().hex[:8]}")
-    reply = request(
-        server.est_url() + "/simpleenroll",
-        server.ca_file,
-        "POST",
-        b64(der),
-        PKCS10,
-        user=user,
-        password=password,
-    )
-    assert reply.status == 200, reply.text
-    [cert] = reply.certificates()
-    return cert
+    return issued(enroll_basic(server, der, None, user, password))
 
 
 def write_pem(tmp_path: Path, cert: x509.Certificate, name: str = "leaf.pem") -> Path:

@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
-from tests.esthttp import PKCS10, Reply, b64, make_csr, request
+from tests.esthttp import PKCS10, Reply, b64, enroll_basic, issued, make_csr, request
 
 # Helpers ----------------------------------------------------------------------------------------
 
@@ -61,18 +61,7 @@ def enrolled_certificate(server) -> x509.Certificate:
         _USERS[id(server)] = (name, server.add_user(name))
     user, password = _USERS[id(server)]
     _, der = make_csr(f"aia-{uuid.uuid4().hex[:8]}")
-    reply = request(
-        server.est_url() + "/simpleenroll",
-        server.ca_file,
-        "POST",
-        b64(der),
-        PKCS10,
-        user=user,
-        password=password,
-    )
-    assert reply.status == 200, reply.text
-    [cert] = reply.certificates()
-    return cert
+    return issued(enroll_basic(server, der, None, user, password))
 
 
 def assert_der_certificate(reply: Reply) -> x509.Certificate:

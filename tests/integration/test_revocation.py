@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from tests.esthttp import PKCS10, b64, make_csr, request, write_pair
 from tests.estserver import EstServer, init_instance, start_server
-from tests.pki import make_ca
+from tests.pki import make_ca, make_leaf
 from tests.revocation import Enrolled, enroll, estkit, failed, fetch_crl, ok
 
 
@@ -303,24 +302,6 @@ def test_revoke_when_the_ca_key_is_unreadable_still_revokes(tmp_path):
 
 
 # Third-party anchors with a CRL -----------------------------------------------------------------
-
-
-def make_leaf(ca_key, ca_cert: x509.Certificate, cn: str):
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    return key, cert
 
 
 def make_crl(ca_key, ca_cert: x509.Certificate, revoked: list[x509.Certificate], number: int = 1):
