@@ -7,7 +7,6 @@ import http.client
 import ssl
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 BASIC_HEADERS = {"Content-Type": "application/pkcs10"}
 
@@ -26,6 +25,14 @@ class Job:
     duration: float
     cert_file: str | None = None
     key_file: str | None = None
+    rate: float | None = None
+    """Open loop: requests per second this process starts on a fixed schedule (None: closed
+    loop, the next request as soon as the previous one is answered)."""
+    phase: float = 0.0
+    """Open loop: this process's offset, as a fraction of its interval, so that several
+    processes interleave their requests instead of sending them together."""
+    count: int | None = None
+    """Stop after this many requests (before the duration if it comes first)."""
 
 
 def _context(job: Job) -> ssl.SSLContext:
@@ -40,7 +47,11 @@ def _context(job: Job) -> ssl.SSLContext:
 
 
 def run_job(job: Job) -> tuple[list[float], int]:
-    """(latencies in seconds of successful requests, failures)."""
+    """(latencies in seconds of successful requests, failures).
+
+    In the open loop, latency counts from when the request was due, not from when it was
+    sent: a slow answer that delays the next requests is charged to them as well (no
+    coordinated omission)."""
     context = _context(job)
     token = base64.b64encode(f"{job.user}:{job.password}".encode()).decode()
     headers = dict(BASIC_HEADERS)
@@ -52,12 +63,18 @@ def run_job(job: Job) -> tuple[list[float], int]:
     latencies: list[float] = []
     failures = 0
     connection: http.client.HTTPSConnection | None = None
-    deadline = time.perf_counter() + job.duration
+    begun = time.perf_counter()
+    deadline = begun + job.duration
     index = 0
-    while time.perf_counter() < deadline:
+    while time.perf_counter() < deadline and (job.count is None or index < job.count):
         body = job.csrs[index % len(job.csrs)]
-        index += 1
         started = time.perf_counter()
+        if job.rate is not None:
+            due = begun + (index + job.phase) / job.rate
+            if due > started:
+                time.sleep(due - started)
+            started = due
+        index += 1
         try:
             if connection is None:
                 connection = http.client.HTTPSConnection(
@@ -80,7 +97,3 @@ def run_job(job: Job) -> tuple[list[float], int]:
     if connection is not None:
         connection.close()
     return latencies, failures
-
-
-def read_file(path: str | Path) -> bytes:
-    return Path(path).read_bytes()

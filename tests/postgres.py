@@ -44,3 +44,9 @@ def fresh_database() -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def rows(url: str, query: str, *params: object) -> list[tuple]:
+    """The rows of one query, read straight from the database (not through estkit)."""
+    with psycopg.connect(url) as connection:
+        return connection.execute(query, params).fetchall()

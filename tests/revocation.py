@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import os
 import subprocess
@@ -10,10 +11,12 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
 
 from tests.esthttp import PKCS10, Reply, b64, make_csr, request, write_pair
 from tests.estserver import EstServer
@@ -147,3 +150,14 @@ def openssl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["openssl", *args], capture_output=True, text=True, check=False, timeout=30
     )
+
+
+def ocsp_get(server: EstServer, cert: x509.Certificate) -> ocsp.OCSPResponse:
+    """Ask the instance's responder about cert: a GET without a nonce (RFC 6960 A.1)."""
+    issuer = x509.load_pem_x509_certificate((server.data_dir / "ca" / "issuing.pem").read_bytes())
+    query = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1()).build()
+    path = base64.b64encode(query.public_bytes(Encoding.DER)).decode()
+    reply = http_get(server, "/ocsp/" + quote(path, safe=""))
+    assert reply.status == 200, reply.text
+    assert reply.headers["Content-Type"] == "application/ocsp-response"
+    return ocsp.load_der_ocsp_response(reply.body)

@@ -15,6 +15,14 @@ from typing import Any
 from estkit.authority.crl import CrlSettingError, CrlSettings, parse_crl_settings
 from estkit.authority.ocsp_settings import OcspSettingError, OcspSettings, parse_ocsp_settings
 from estkit.authority.profile import DEFAULT_LABEL, Profile, ProfileError, parse_profile
+from estkit.authority.token import (
+    DEFAULT_PIN_ENV,
+    URI_SCHEME,
+    KeyRef,
+    Pkcs11Uri,
+    TokenKeyRef,
+    TokenSettings,
+)
 
 CONFIG_NAME = "estkit.toml"
 
@@ -51,7 +59,8 @@ class Config:
     server: ServerSettings
     root_cert: Path
     issuing_cert: Path
-    issuing_key: Path
+    issuing_key: KeyRef
+    """A PEM file, or a key in a PKCS#11 token (``pkcs11:`` URI and the ``[pkcs11]`` table)."""
     tls_cert: Path
     tls_key: Path
     store_url: str
@@ -150,6 +159,7 @@ def load_config(directory: Path) -> Config:
         "crl",
         "key_archive",
         "ocsp",
+        "pkcs11",
     }
     for key in data:
         if key not in known:
@@ -203,6 +213,12 @@ def load_config(directory: Path) -> Config:
         ocsp = parse_ocsp_settings(_table(path, data, "ocsp"))
     except OcspSettingError as exc:
         raise ConfigError(path, f"ocsp.{exc.key}", exc.reason) from None
+    if ocsp.responder_key_in_token and not str(ca.get("issuing_key", "")).startswith(URI_SCHEME):
+        raise ConfigError(
+            path,
+            "ocsp.responder_key",
+            "'token' needs the issuing CA key in a token (ca.issuing_key = \"pkcs11:...\")",
+        )
     for profile in profiles.values():
         for anchor in profile.allow_anchors:
             if anchor != "estkit" and anchor not in anchors:
@@ -217,7 +233,7 @@ def load_config(directory: Path) -> Config:
         server=_server_settings(path, _table(path, data, "server")),
         root_cert=_path(path, directory, ca, "root_cert", "ca"),
         issuing_cert=_path(path, directory, ca, "issuing_cert", "ca"),
-        issuing_key=_path(path, directory, ca, "issuing_key", "ca"),
+        issuing_key=_signing_key(path, directory, data, ca, "issuing_key", "ca"),
         tls_cert=_path(path, directory, tls, "cert", "tls"),
         tls_key=_path(path, directory, tls, "key", "tls"),
         store_url=_store_url(path, directory, store),
@@ -231,6 +247,51 @@ def load_config(directory: Path) -> Config:
             path, directory, _table(path, data, "key_archive"), profiles
         ),
     )
+
+
+def _token_settings(path: Path, directory: Path, data: Mapping[str, Any]) -> TokenSettings:
+    """The ``[pkcs11]`` table: module, and pin_file or pin_env (default ESTKIT_PKCS11_PIN)."""
+    if "pkcs11" not in data:
+        raise ConfigError(
+            path, "pkcs11", "a pkcs11: key needs a [pkcs11] table with the module path"
+        )
+    table = _table(path, data, "pkcs11")
+    for key in table:
+        if key not in ("module", "pin_file", "pin_env"):
+            raise ConfigError(
+                path, f"pkcs11.{key}", "unknown setting (known: module, pin_file, pin_env)"
+            )
+    module = table.get("module")
+    if not isinstance(module, str) or not module:
+        raise ConfigError(path, "pkcs11.module", "must be the path of the PKCS#11 module (.so)")
+    if "pin_file" in table and "pin_env" in table:
+        raise ConfigError(path, "pkcs11.pin_file", "set pin_file or pin_env, not both")
+    if "pin_file" in table:
+        pin_file = _path(path, directory, table, "pin_file", "pkcs11")
+        return TokenSettings(module=Path(module), pin_file=pin_file)
+    pin_env = table.get("pin_env", DEFAULT_PIN_ENV)
+    if not isinstance(pin_env, str) or not pin_env:
+        raise ConfigError(path, "pkcs11.pin_env", "must be an environment variable name")
+    return TokenSettings(module=Path(module), pin_env=pin_env)
+
+
+def _signing_key(
+    path: Path,
+    directory: Path,
+    data: Mapping[str, Any],
+    table: Mapping[str, Any],
+    key: str,
+    where: str,
+) -> KeyRef:
+    """A key file path, or a ``pkcs11:token=...;object=...`` URI with the [pkcs11] table."""
+    value = table.get(key)
+    if not isinstance(value, str) or not value.startswith(URI_SCHEME):
+        return _path(path, directory, table, key, where)
+    try:
+        uri = Pkcs11Uri.parse(value)
+    except ValueError as exc:
+        raise ConfigError(path, f"{where}.{key}", str(exc)) from None
+    return TokenKeyRef(_token_settings(path, directory, data), uri)
 
 
 def _key_archive_recipient(
@@ -256,9 +317,40 @@ def _key_archive_recipient(
     return recipient
 
 
-def default_config_text(public_host: str, store_url: str = "sqlite:///estkit.db") -> str:
-    """The estkit.toml that ``estkit init`` writes: the default profile and two labels."""
-    store_line = "url = " + json.dumps(store_url, ensure_ascii=False)  # a TOML basic string
+def _toml_string(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)  # a TOML basic string
+
+
+def _token_tables(settings: TokenSettings, root_key: str) -> str:
+    """The ``[pkcs11]`` and ``[ocsp]`` tables of an instance whose CA keys are in a token."""
+    pin = (
+        f"pin_file = {_toml_string(str(settings.pin_file))}"
+        if settings.pin_file is not None
+        else f"pin_env = {_toml_string(settings.pin_env or DEFAULT_PIN_ENV)}"
+    )
+    return f"""
+# The CA keys are in a PKCS#11 token and never leave it. The root CA key is not needed
+# to serve; it is {root_key}
+[pkcs11]
+module = {_toml_string(str(settings.module))}
+{pin}
+
+# OCSP responder keys are made in the same token.
+[ocsp]
+responder_key = "token"
+"""
+
+
+def default_config_text(
+    public_host: str,
+    store_url: str = "sqlite:///estkit.db",
+    issuing_key: str = "ca/issuing.key",
+    token: tuple[TokenSettings, str] | None = None,
+) -> str:
+    """The estkit.toml that ``estkit init`` writes: the default profile and two labels.
+    ``token``: the [pkcs11] settings and the root key's URI when the CA keys are in a token."""
+    store_line = "url = " + _toml_string(store_url)
+    token_tables = "" if token is None else _token_tables(*token)
     return f"""\
 # estkit instance configuration. Every setting is documented in the README's reference.
 
@@ -279,7 +371,7 @@ tls_max_version = "1.3"
 [ca]
 root_cert = "ca/root.pem"
 issuing_cert = "ca/issuing.pem"
-issuing_key = "ca/issuing.key"
+issuing_key = {_toml_string(issuing_key)}
 
 [tls]
 cert = "tls/server.pem"
@@ -294,7 +386,7 @@ key = "tls/server.key"
 [crl]
 validity = "7d"
 refresh_before = "1d"
-
+{token_tables}
 # The profile of the unlabelled path /.well-known/est/
 [profile]
 validity = "365d"

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from estkit.authority.keys import load_private_key
+from estkit.authority.token import KeyRef, load_signing_key
 
 
 def load_pem_certificates(path: Path) -> list[x509.Certificate]:
@@ -61,7 +61,7 @@ class CertificateAuthority:
     links: tuple[x509.Certificate, ...] = ()
 
     @classmethod
-    def load(cls, root_cert: Path, issuing_cert: Path, issuing_key: Path) -> CertificateAuthority:
+    def load(cls, root_cert: Path, issuing_cert: Path, issuing_key: KeyRef) -> CertificateAuthority:
         """The current generation from its files, with the retired generations and links
         found beside them (those whose issuing CA has expired are left out)."""
         current = cls._load_generation(root_cert, issuing_cert, issuing_key)
@@ -85,11 +85,11 @@ class CertificateAuthority:
 
     @classmethod
     def _load_generation(
-        cls, root_cert: Path, issuing_cert: Path, issuing_key: Path
+        cls, root_cert: Path, issuing_cert: Path, issuing_key: KeyRef
     ) -> CertificateAuthority:
         root = load_pem_certificates(root_cert)[0]
         issuing = load_pem_certificates(issuing_cert)[0]
-        key = load_private_key(issuing_key)
+        key = load_signing_key(issuing_key)
         if not is_issued_by(issuing, root):
             raise ValueError(f"{issuing_cert} is not issued by the root CA in {root_cert}")
         if key.public_key() != issuing.public_key():

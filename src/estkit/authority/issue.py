@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,8 +13,8 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from estkit.authority.ca import CertificateAuthority
 from estkit.authority.checks import requested_sans
-from estkit.authority.keys import signature_hash
 from estkit.authority.profile import Profile
+from estkit.authority.signing import sign_builder
 
 CLOCK_SKEW_ALLOWANCE = timedelta(minutes=5)
 """notBefore is backdated this much so devices with slightly slow clocks accept the cert."""
@@ -60,6 +61,38 @@ def validity_window(
     return not_before.replace(microsecond=0), not_after.replace(microsecond=0)
 
 
+@functools.lru_cache(maxsize=32)
+def _issuer_extensions(issuing_id: str, urls: PublicUrls) -> tuple[x509.ExtensionType, ...]:
+    """Authority key identifier, CRL distribution point and AIA: the same for every
+    certificate of one issuing CA, so built once (the AKI names the issuer's own subject
+    key identifier, as RFC 5280 §4.2.1.1 asks)."""
+    return (
+        x509.AuthorityKeyIdentifier(bytes.fromhex(issuing_id), None, None),
+        x509.CRLDistributionPoints(
+            [
+                x509.DistributionPoint(
+                    full_name=[x509.UniformResourceIdentifier(urls.crl(issuing_id))],
+                    relative_name=None,
+                    reasons=None,
+                    crl_issuer=None,
+                )
+            ]
+        ),
+        x509.AuthorityInformationAccess(
+            [
+                x509.AccessDescription(
+                    AuthorityInformationAccessOID.OCSP,
+                    x509.UniformResourceIdentifier(urls.ocsp()),
+                ),
+                x509.AccessDescription(
+                    AuthorityInformationAccessOID.CA_ISSUERS,
+                    x509.UniformResourceIdentifier(urls.ca_certificate(issuing_id)),
+                ),
+            ]
+        ),
+    )
+
+
 def build_certificate(
     ca: CertificateAuthority,
     csr: x509.CertificateSigningRequest,
@@ -88,39 +121,9 @@ def build_certificate(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(public_key), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.issuing_key.public_key()),
-            critical=False,
-        )
-        .add_extension(
-            x509.CRLDistributionPoints(
-                [
-                    x509.DistributionPoint(
-                        full_name=[x509.UniformResourceIdentifier(urls.crl(ca.issuing_id))],
-                        relative_name=None,
-                        reasons=None,
-                        crl_issuer=None,
-                    )
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityInformationAccess(
-                [
-                    x509.AccessDescription(
-                        AuthorityInformationAccessOID.OCSP,
-                        x509.UniformResourceIdentifier(urls.ocsp()),
-                    ),
-                    x509.AccessDescription(
-                        AuthorityInformationAccessOID.CA_ISSUERS,
-                        x509.UniformResourceIdentifier(urls.ca_certificate(ca.issuing_id)),
-                    ),
-                ]
-            ),
-            critical=False,
-        )
     )
+    for extension in _issuer_extensions(ca.issuing_id, urls):
+        builder = builder.add_extension(extension, critical=False)
     if profile.eku_oids:
         builder = builder.add_extension(
             x509.ExtendedKeyUsage(list(profile.eku_oids)), critical=False
@@ -131,4 +134,4 @@ def build_certificate(
         builder = builder.add_extension(
             x509.SubjectAlternativeName(sans), critical=len(csr.subject) == 0
         )
-    return builder.sign(ca.issuing_key, signature_hash(ca.issuing_key))
+    return sign_builder(builder, ca.issuing_key)

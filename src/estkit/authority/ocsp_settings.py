@@ -29,15 +29,25 @@ class OcspSettings:
     frequent renewal instead."""
     response_validity: timedelta = timedelta(hours=1)
     """nextUpdate - thisUpdate of every response: how long a client or cache may rely on it."""
+    responder_key_in_token: bool = False
+    """``responder_key = "token"``: responder keys are made in the issuing CA key's PKCS#11
+    token (and never leave it) instead of a file in ca/."""
 
 
 def parse_ocsp_settings(table: Mapping[str, Any]) -> OcspSettings:
     """``[ocsp]`` into settings; OcspSettingError names a bad key."""
     values: dict[str, timedelta] = {}
+    in_token = False
     for key, value in table.items():
+        if key == "responder_key":
+            if value not in ("file", "token"):
+                raise OcspSettingError(key, "must be 'file' or 'token'")
+            in_token = value == "token"
+            continue
         if key not in ("responder_validity", "response_validity"):
             raise OcspSettingError(
-                key, "unknown setting (known: responder_validity, response_validity)"
+                key,
+                "unknown setting (known: responder_validity, response_validity, responder_key)",
             )
         if not isinstance(value, str):
             raise OcspSettingError(key, "must be a duration string such as '30d' or '1h'")
@@ -45,4 +55,4 @@ def parse_ocsp_settings(table: Mapping[str, Any]) -> OcspSettings:
             values[key] = parse_duration(value, maximum=MAX_RESPONDER_VALIDITY)
         except ValueError as exc:
             raise OcspSettingError(key, str(exc)) from None
-    return OcspSettings(**values)
+    return OcspSettings(**values, responder_key_in_token=in_token)

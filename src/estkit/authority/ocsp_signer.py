@@ -5,7 +5,10 @@ the id-kp-OCSPSigning extended key usage. Such a certificate carries id-pkix-ocs
 (§4.2.2.2.1), so clients never ask about its own revocation; the RFC's answer to a lost key
 is then a short lifetime, so it is renewed (with a new key) once less than a third of
 ``[ocsp] responder_validity`` is left. The issuing CA key signs only the responder
-certificate; every response is signed by the responder key, which never leaves ca/.
+certificate; every response is signed by the responder key, which never leaves ca/ — or,
+with ``[ocsp] responder_key = "token"``, the issuing CA key's PKCS#11 token: each responder
+key is then made in the token, found again by its CKA_ID (the certificate's
+SubjectKeyIdentifier), and destroyed two renewals later.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from estkit.authority.issue import CLOCK_SKEW_ALLOWANCE
 from estkit.authority.keys import (
     generate_key,
     load_private_key,
-    signature_hash,
     write_private_key,
 )
 from estkit.authority.ocsp_settings import OcspSettings
 from estkit.authority.profile import DEFAULT_LABEL
 from estkit.authority.service import Clock, certificate_record, utc_now
+from estkit.authority.signing import sign_builder
+from estkit.authority.token import Token, TokenEcKey, TokenError, TokenRsaKey, find_token_key
 from estkit.store import AuditEvent, SerialCollision, Store
 from estkit.wire.keytypes import key_type_of
 
@@ -99,7 +103,7 @@ def responder_certificate(
             critical=False,
         )
     )
-    return builder.sign(ca.issuing_key, signature_hash(ca.issuing_key))
+    return sign_builder(builder, ca.issuing_key)
 
 
 def _replace_file(path: Path, write: Callable[[Path], None]) -> None:
@@ -110,8 +114,26 @@ def _replace_file(path: Path, write: Callable[[Path], None]) -> None:
     partial.replace(path)
 
 
+def _key_id(key: CertificateIssuerPrivateKeyTypes) -> bytes:
+    return x509.SubjectKeyIdentifier.from_public_key(key.public_key()).digest
+
+
 def _write_public(path: Path, data: bytes) -> None:
     path.write_bytes(data)
+
+
+def _token_label(ca: CertificateAuthority) -> str:
+    """The label of a CA generation's responder keys in its token."""
+    return f"estkit-ocsp-{ca.issuing_id[:16]}"
+
+
+def _token_of(ca: CertificateAuthority) -> Token:
+    if not isinstance(ca.issuing_key, TokenEcKey | TokenRsaKey):
+        raise TokenError(
+            f'[ocsp] responder_key = "token", but the key of issuing CA {ca.issuing_id} '
+            "is not in a PKCS#11 token"
+        )
+    return ca.issuing_key.token
 
 
 class ResponderKeeper:
@@ -168,14 +190,26 @@ class ResponderKeeper:
 
     # Internals ------------------------------------------------------------------------------
 
+    @property
+    def in_token(self) -> bool:
+        return self.settings.responder_key_in_token
+
     def _load(self) -> tuple[Responder | None, str | None]:
-        if not self.cert_path.exists() or not self.key_path.exists():
+        if not self.cert_path.exists() or not (self.in_token or self.key_path.exists()):
             return None, "first start"
-        key = load_private_key(self.key_path)
+        key = None if self.in_token else load_private_key(self.key_path)
         try:
             cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
         except (OSError, ValueError):
             return None, f"{self.cert_path} was unreadable"
+        if key is None:
+            ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            try:
+                key = find_token_key(_token_of(self.ca), _token_label(self.ca), ski.digest)
+            except TokenError as exc:
+                if not isinstance(self.ca.issuing_key, TokenEcKey | TokenRsaKey):
+                    raise
+                return None, f"its key was not found in the token ({exc})"
         if cert.public_key() != key.public_key():
             return None, f"{self.key_path} did not match {self.cert_path}"
         if not is_issued_by(cert, self.ca.issuing):
@@ -195,8 +229,25 @@ class ResponderKeeper:
             return None
         return "renewal" if remaining > timedelta(0) else "renewal after expiry"
 
+    def _new_key(self) -> CertificateIssuerPrivateKeyTypes:
+        key_type = key_type_of(self.ca.issuing_key)
+        if self.in_token:
+            return _token_of(self.ca).generate(key_type, _token_label(self.ca))
+        return generate_key(key_type)
+
+    def _store_key(self, key: CertificateIssuerPrivateKeyTypes) -> None:
+        """Keep the new key: a file in ca/, or (in a token) drop all but it and the one
+        it replaces, which other processes may still sign with until they renew."""
+        if not self.in_token:
+            _replace_file(self.key_path, lambda path: write_private_key(path, key))
+            return
+        keep = {_key_id(key)}
+        if self._current is not None:
+            keep.add(_key_id(self._current.key))
+        _token_of(self.ca).destroy(_token_label(self.ca), keep)
+
     def _issue(self, why: str) -> Responder:
-        key = generate_key(key_type_of(self.ca.issuing_key))
+        key = self._new_key()
         for _ in range(SERIAL_ATTEMPTS):
             now = self.clock()
             serial = x509.random_serial_number()
@@ -218,7 +269,7 @@ class ResponderKeeper:
             break
         else:
             raise RuntimeError("could not allocate a unique serial for the OCSP responder")
-        _replace_file(self.key_path, lambda path: write_private_key(path, key))
+        self._store_key(key)
         pem = cert.public_bytes(Encoding.PEM)
         _replace_file(self.cert_path, lambda path: _write_public(path, pem))
         responder = Responder(cert, key)

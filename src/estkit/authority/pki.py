@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from estkit.authority.keys import generate_key, signature_hash, write_private_key
+from estkit.authority.keys import generate_key, write_private_key
+from estkit.authority.signing import sign_builder
+from estkit.authority.token import Pkcs11Uri, Token
 
 ROOT_VALIDITY = timedelta(days=20 * 365)
 ISSUING_VALIDITY = timedelta(days=10 * 365)
@@ -24,7 +27,8 @@ TLS_VALIDITY = timedelta(days=397)
 
 @dataclass(frozen=True)
 class InstancePki:
-    """File names of a freshly created PKI, relative to the instance directory."""
+    """File names of a freshly created PKI, relative to the instance directory (the CA keys:
+    pkcs11: URIs when they were made in a token)."""
 
     root_cert: str = "ca/root.pem"
     root_key: str = "ca/root.key"
@@ -77,7 +81,7 @@ def ca_certificate(
             critical=False,
         )
     )
-    return builder.sign(signer, signature_hash(signer))
+    return sign_builder(builder, signer)
 
 
 def _hostname_san(name: str) -> x509.GeneralName:
@@ -115,23 +119,41 @@ def tls_server_certificate(
             critical=False,
         )
     )
-    return builder.sign(issuing_key, signature_hash(issuing_key))
+    return sign_builder(builder, issuing_key)
 
 
 def _write_pem(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
+def _ca_key(
+    token: Token | None, key_type: str, role: str
+) -> tuple[CertificateIssuerPrivateKeyTypes, str | None]:
+    """A new CA key, in the token when there is one: (key, its pkcs11: URI or None)."""
+    if token is None:
+        return generate_key(key_type), None
+    label = f"estkit-{role}-{secrets.token_hex(4)}"  # several instances may share a token
+    return token.generate(key_type, label), str(Pkcs11Uri(token.label, label))
+
+
 def create_pki(
-    directory: Path, ca_name: str, key_type: str, hostnames: list[str], now: datetime | None = None
+    directory: Path,
+    ca_name: str,
+    key_type: str,
+    hostnames: list[str],
+    now: datetime | None = None,
+    token: Token | None = None,
 ) -> tuple[InstancePki, x509.Certificate]:
-    """Create the root, issuing CA and TLS certificate under directory; returns the TLS cert."""
+    """Create the root, issuing CA and TLS certificate under directory; returns the TLS cert.
+
+    With a token the two CA key pairs are made in it (non-extractable) and the returned file
+    names carry their pkcs11: URIs instead of key files; the TLS key is a file either way.
+    """
     now = now or datetime.now(UTC)
-    files = InstancePki()
     (directory / "ca").mkdir(mode=0o700)
     (directory / "tls").mkdir(mode=0o700)
 
-    root_key = generate_key(key_type)
+    root_key, root_uri = _ca_key(token, key_type, "root")
     root_name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, ca_name),
@@ -141,7 +163,7 @@ def create_pki(
     root = ca_certificate(
         root_name, root_key.public_key(), root_name, root_key, now + ROOT_VALIDITY, None, now
     )
-    issuing_key = generate_key(key_type)
+    issuing_key, issuing_uri = _ca_key(token, key_type, "issuing")
     issuing_name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, ca_name),
@@ -154,8 +176,12 @@ def create_pki(
     tls_key = generate_key(key_type)
     tls_cert = tls_server_certificate(hostnames, tls_key, issuing, issuing_key, now)
 
-    write_private_key(directory / files.root_key, root_key)
-    write_private_key(directory / files.issuing_key, issuing_key)
+    files = InstancePki()
+    if root_uri is None or issuing_uri is None:
+        write_private_key(directory / files.root_key, root_key)
+        write_private_key(directory / files.issuing_key, issuing_key)
+    else:
+        files = replace(files, root_key=root_uri, issuing_key=issuing_uri)
     write_private_key(directory / files.tls_key, tls_key)
     _write_pem(directory / files.root_cert, root)
     _write_pem(directory / files.issuing_cert, issuing)

@@ -106,6 +106,16 @@ def _serve_link(tls_chain: Path, old_with_new: x509.Certificate) -> None:
         partial.replace(tls_chain)
 
 
+def _key_file(config: Config) -> Path:
+    """The issuing CA key file: a rollover writes the new key beside the certificates."""
+    if not isinstance(config.issuing_key, Path):
+        raise CommandError(
+            f"the issuing CA key is in a PKCS#11 token ({config.issuing_key}); 'estkit ca "
+            "rollover' supports key files only so far"
+        )
+    return config.issuing_key
+
+
 def _commit(ca_dir: Path, config: Config) -> list[str]:
     """Rename every staged file into place (root first), then drop the staging directory."""
     stage = ca_dir / STAGING_DIR
@@ -114,7 +124,7 @@ def _commit(ca_dir: Path, config: Config) -> list[str]:
         "root.pem": config.root_cert,
         "root.key": config.root_cert.with_suffix(".key"),
         "issuing.pem": config.issuing_cert,
-        "issuing.key": config.issuing_key,
+        "issuing.key": _key_file(config),
     }
     for name, target in targets.items():
         if (stage / name).exists():
@@ -127,6 +137,7 @@ def _commit(ca_dir: Path, config: Config) -> list[str]:
 
 def cmd_ca_rollover(args: argparse.Namespace) -> int:
     config = instance_config(args.dir)
+    _key_file(config)
     ca_dir = config.issuing_cert.parent
     if (ca_dir / STAGING_DIR).exists():
         moved = _commit(ca_dir, config)

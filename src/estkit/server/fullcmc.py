@@ -16,7 +16,6 @@ from aiohttp.helpers import parse_mimetype
 from estkit.authority.cmc import CmcRequest, FullCmc
 from estkit.errors import EstError, UnsupportedMediaType
 from estkit.server.context import ServerContext
-from estkit.server.middleware import IDENTITY
 from estkit.server.routes import authenticate, base64_response, channel_of, read_body
 from estkit.wire.base64body import decode_body
 
@@ -45,7 +44,6 @@ async def fullcmc(request: web.Request, ctx: ServerContext, label: str) -> web.S
     """RFC 7030 §4.3: authenticated like simpleenroll, then processed by the authority."""
     channel = channel_of(request)
     identity, channel = await authenticate(request, ctx, channel, renewing=False)
-    request[IDENTITY] = identity.describe()
     require_cmc_request(request)
     body = await read_body(request, ctx)
     processor = FullCmc(ctx.authority)

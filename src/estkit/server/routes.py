@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from cryptography import x509
 
 from estkit.authority.checks import common_name
 from estkit.authority.identity import OWN_ANCHOR, Channel, Identity
@@ -25,7 +26,7 @@ from estkit.errors import (
     RequestTimeout,
     UnsupportedMediaType,
 )
-from estkit.server.auth import parse_basic
+from estkit.server.auth import BasicCredentials, parse_basic
 from estkit.server.context import CONTEXT, ServerContext
 from estkit.server.middleware import IDENTITY, LABEL, describe_protocol_error, printable
 from estkit.server.tls import peer_certificate
@@ -73,46 +74,64 @@ def channel_of(request: web.Request) -> Channel:
     )
 
 
-async def certificate_identity(ctx: ServerContext, channel: Channel) -> tuple[Identity, Channel]:
-    """Identity of the TLS client certificate holder (refused if revoked or unknown)."""
+def certificate_identity(ctx: ServerContext, channel: Channel) -> tuple[Identity, Channel]:
+    """Identity of the TLS client certificate holder (refused if revoked or unknown).
+    Reads the store: runs on a worker thread."""
     cert = channel.peer_certificate
     assert cert is not None
-    anchor = await asyncio.to_thread(ctx.authority.certificate_anchor, cert)
+    anchor = ctx.authority.certificate_anchor(cert)
     name = common_name(cert.subject) or cert.subject.rfc4514_string()
     identity = Identity(name=name, method="certificate", anchor=anchor, certificate=cert)
     return identity, Channel(channel.tls_version, channel.tls_unique, cert, anchor)
+
+
+def offered_credentials(
+    request: web.Request, channel: Channel, renewing: bool
+) -> BasicCredentials | None:
+    """RFC 7030 §3.3: the HTTP Basic credentials offered, after the refusals that need no
+    store (a second Authorization header, nothing to authenticate with at all)."""
+    if len(request.headers.getall("Authorization", [])) > 1:
+        # Which one counts would depend on the reader (a proxy may pick the other): refuse.
+        raise BadRequest("the request has more than one Authorization header")
+    credentials = parse_basic(request.headers.get("Authorization"))
+    if renewing and channel.peer_certificate is None:
+        raise Forbidden(
+            "simplereenroll requires the TLS client certificate being renewed; "
+            "connect with that certificate and its key"
+        )
+    if not renewing and credentials is None and channel.peer_certificate is None:
+        raise ChallengeRequired(
+            "enrollment requires HTTP Basic credentials or a TLS client certificate"
+        )
+    return credentials
+
+
+def identify(
+    ctx: ServerContext, channel: Channel, credentials: BasicCredentials | None, renewing: bool
+) -> tuple[Identity, Channel]:
+    """Who is asking: the certificate being renewed, else Basic credentials, else the TLS
+    client certificate.  Reads the store: runs on a worker thread."""
+    if renewing:
+        identity, channel = certificate_identity(ctx, channel)
+        if identity.anchor != OWN_ANCHOR:
+            raise Forbidden("simplereenroll needs a TLS client certificate issued by this CA")
+        return identity, channel
+    if credentials is not None:
+        user = ctx.accounts.authenticate(credentials.user, credentials.password)
+        if user is None:
+            raise AuthenticationRequired("wrong user name or password")
+        return user, channel
+    return certificate_identity(ctx, channel)
 
 
 async def authenticate(
     request: web.Request, ctx: ServerContext, channel: Channel, renewing: bool
 ) -> tuple[Identity, Channel]:
     """RFC 7030 §3.3: TLS client certificate and/or HTTP Basic, as the operation needs."""
-    if len(request.headers.getall("Authorization", [])) > 1:
-        # Which one counts would depend on the reader (a proxy may pick the other): refuse.
-        raise BadRequest("the request has more than one Authorization header")
-    credentials = parse_basic(request.headers.get("Authorization"))
-    if renewing:
-        if channel.peer_certificate is None:
-            raise Forbidden(
-                "simplereenroll requires the TLS client certificate being renewed; "
-                "connect with that certificate and its key"
-            )
-        identity, channel = await certificate_identity(ctx, channel)
-        if identity.anchor != OWN_ANCHOR:
-            raise Forbidden("simplereenroll needs a TLS client certificate issued by this CA")
-        return identity, channel
-    if credentials is not None:
-        user = await asyncio.to_thread(
-            ctx.accounts.authenticate, credentials.user, credentials.password
-        )
-        if user is None:
-            raise AuthenticationRequired("wrong user name or password")
-        return user, channel
-    if channel.peer_certificate is not None:
-        return await certificate_identity(ctx, channel)
-    raise ChallengeRequired(
-        "enrollment requires HTTP Basic credentials or a TLS client certificate"
-    )
+    credentials = offered_credentials(request, channel, renewing)
+    identity, channel = await asyncio.to_thread(identify, ctx, channel, credentials, renewing)
+    request[IDENTITY] = identity.describe()
+    return identity, channel
 
 
 async def read_body(request: web.Request, ctx: ServerContext) -> bytes:
@@ -169,19 +188,26 @@ async def _enroll(
     request: web.Request, ctx: ServerContext, label: str, renewing: bool
 ) -> web.StreamResponse:
     channel = channel_of(request)
-    identity, channel = await authenticate(request, ctx, channel, renewing)
-    request[IDENTITY] = identity.describe()
-    require_content_type(request, PKCS10_TYPE)
-    csr = load_csr(decode_body(await read_body(request, ctx)))
-    enrollment = EnrollmentRequest(
-        label=label,
-        csr=csr,
-        identity=identity,
-        channel=channel,
-        renewing=identity.certificate if renewing else None,
-        source=request.remote or "",
-    )
-    cert = await asyncio.to_thread(ctx.authority.enroll, enrollment)
+    credentials = offered_credentials(request, channel, renewing)
+    body = await read_body(request, ctx)
+
+    def authenticate_and_issue() -> x509.Certificate:
+        # One trip to a worker thread for everything that reads or writes the store: each
+        # trip costs the event loop a wake-up, and this is the busiest path of the server.
+        identity, checked = identify(ctx, channel, credentials, renewing)
+        request[IDENTITY] = identity.describe()  # for the access log line, even on refusal
+        require_content_type(request, PKCS10_TYPE)
+        enrollment = EnrollmentRequest(
+            label=label,
+            csr=load_csr(decode_body(body)),
+            identity=identity,
+            channel=checked,
+            renewing=identity.certificate if renewing else None,
+            source=request.remote or "",
+        )
+        return ctx.authority.enroll(enrollment)
+
+    cert = await asyncio.to_thread(authenticate_and_issue)
     return base64_response(certs_only([cert]), CERTS_ONLY_TYPE)
 
 

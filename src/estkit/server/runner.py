@@ -134,6 +134,7 @@ async def serve(
     )
     host = _url_host(settings.host)
     https_port = https_socket.getsockname()[1]
+    log.info("event loop: %s", type(loop).__module__.split(".")[0])
     on_ready(Listening(f"https://{host}:{https_port}", f"http://{host}:{http_port}"))
 
     stop = asyncio.Event()

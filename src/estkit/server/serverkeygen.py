@@ -16,7 +16,6 @@ from aiohttp import web
 from estkit.authority.request import EnrollmentRequest
 from estkit.authority.serverkeygen import serverkeygen as generate
 from estkit.server.context import ServerContext
-from estkit.server.middleware import IDENTITY
 from estkit.server.routes import (
     PKCS10_TYPE,
     authenticate,
@@ -35,7 +34,6 @@ async def serverkeygen(request: web.Request, ctx: ServerContext, label: str) -> 
     """RFC 7030 §4.4.1: a CSR naming subject and SANs; its own key and signature are ignored."""
     channel = channel_of(request)
     identity, channel = await authenticate(request, ctx, channel, renewing=False)
-    request[IDENTITY] = identity.describe()
     require_content_type(request, PKCS10_TYPE)
     der = decode_body(await read_body(request, ctx))
     csr = load_csr(der, ignore_key=True)

@@ -25,7 +25,6 @@ watches a pipe from the supervisor and stops by itself if the supervisor is kill
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -41,6 +40,7 @@ from estkit.authority.anchor_crl import load_anchor_crls
 from estkit.authority.ca import CertificateAuthority, load_pem_certificates
 from estkit.authority.keys import KeyFileError, load_private_key
 from estkit.config import Config, ServerSettings
+from estkit.server import event_loop
 from estkit.server.ocsp_renewal import responder_keepers
 from estkit.server.runner import Listening, serve
 from estkit.store import Store
@@ -166,7 +166,7 @@ class Supervisor:
             os.close(ready_w)
 
         try:
-            asyncio.run(serve(self.config, ready, reuse_port=True, lifeline=lifeline_r))
+            event_loop.run(serve(self.config, ready, reuse_port=True, lifeline=lifeline_r))
         except (KeyFileError, ValueError, OSError) as exc:
             print(f"estkit: error: worker {worker.index}: {exc}", file=sys.stderr, flush=True)
             return 1

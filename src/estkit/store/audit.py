@@ -12,6 +12,8 @@ from estkit.store import schema
 from estkit.store.database import Database
 from estkit.store.records import AuditEvent
 
+_INSERT_EVENT = insert(schema.audit_events)  # built once: see store/certificates.py
+
 
 class AuditTable(Database):
     def record_audit(self, event: AuditEvent) -> None:
@@ -45,7 +47,7 @@ class AuditTable(Database):
 def write_audit(connection: Connection, event: AuditEvent | None) -> None:
     """Record the audit event of a write in the write's own transaction."""
     if event is not None:
-        connection.execute(insert(schema.audit_events).values(**_audit_row(event)))
+        connection.execute(_INSERT_EVENT, _audit_row(event))
 
 
 def _audit_row(event: AuditEvent) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from estkit.store import schema
 from estkit.store.certificates import _certificate_record
 from estkit.store.database import Database
 from estkit.store.records import CertificateRecord
+from estkit.store.subject_search import subject_contains
 
 STATUSES = ("valid", "revoked", "expired")
 """What an operator filters by.  The store keeps 'valid' or 'revoked'; 'expired' is a valid
@@ -26,13 +27,12 @@ class CertificateQueryTable(Database):
         status: str | None = None,
     ) -> list[CertificateRecord]:
         """Certificates in issuance order; ``subject`` matches a case-insensitive substring
-        of the RFC 4514 subject (LIKE metacharacters in it are taken literally)."""
+        of the RFC 4514 subject (LIKE metacharacters in it are taken literally), through the
+        subject search index (store/subject_search.py)."""
         c = schema.certificates.c
         query = select(schema.certificates).order_by(c.id)
         if label is not None:
             query = query.where(c.label == label)
-        if subject:
-            query = query.where(c.subject.icontains(subject, autoescape=True))
         if status == "revoked":
             query = query.where(c.status == "revoked")
         elif status == "valid":
@@ -43,7 +43,8 @@ class CertificateQueryTable(Database):
             raise ValueError(f"unknown status {status!r}; choose one of {', '.join(STATUSES)}")
 
         def run(connection: Connection) -> list[CertificateRecord]:
-            return [_certificate_record(row._mapping) for row in connection.execute(query)]
+            found = query.where(subject_contains(connection, subject)) if subject else query
+            return [_certificate_record(row._mapping) for row in connection.execute(found)]
 
         return self._read(run)
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from estkit.store import schema
@@ -15,6 +15,12 @@ from estkit.store.audit import write_audit
 from estkit.store.database import Database, StoreUnavailable
 from estkit.store.key_rows import write_archived_key, write_key_id
 from estkit.store.records import ArchivedKey, AuditEvent, CertificateRecord
+
+# Built once: constructing a statement with inline values costs more than running it.
+_INSERT_CERTIFICATE = insert(schema.certificates)
+_CERTIFICATE_BY_SERIAL = select(schema.certificates).where(
+    schema.certificates.c.serial == bindparam("serial")
+)
 
 
 class SerialCollision(Exception):
@@ -68,7 +74,7 @@ class CertificateTable(Database):
                 )
                 if result.rowcount != 1:
                     raise OnceSecretConsumed(consume_once_user)
-            connection.execute(insert(schema.certificates).values(**_certificate_row(record)))
+            connection.execute(_INSERT_CERTIFICATE, _certificate_row(record))
             write_key_id(connection, record)
             write_archived_key(connection, archived_key)
             write_audit(connection, audit)
@@ -87,9 +93,7 @@ class CertificateTable(Database):
 
     def certificate(self, serial: str) -> CertificateRecord | None:
         def query(connection: Connection) -> CertificateRecord | None:
-            row = connection.execute(
-                select(schema.certificates).where(schema.certificates.c.serial == serial)
-            ).first()
+            row = connection.execute(_CERTIFICATE_BY_SERIAL, {"serial": serial}).first()
             return None if row is None else _certificate_record(row._mapping)
 
         return self._read(query)

@@ -92,7 +92,7 @@ class CrlTable(Database):
             write_audit(connection, event)
             return record
 
-        return self._write(work)
+        return self._write(work, alone=True)  # signing a long CRL must not delay enrollments
 
 
 def _info_fields(row: Any) -> dict[str, Any]:

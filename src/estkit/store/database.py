@@ -1,15 +1,17 @@
 """The database under the store: engines, transactions, and what a failure looks like.
 
 Durability: a write returns only after its transaction is committed, and on SQLite the
-connection runs in WAL mode with ``synchronous=FULL``, so the commit has been fsync'd.  Write
-transactions start with ``BEGIN IMMEDIATE`` so that concurrent writers queue on the busy
+connection runs in WAL mode with ``synchronous=FULL``, so the commit has been fsync'd.
+Concurrent writes share transactions and so fsyncs (group commit, store/group_commit.py).
+Write transactions start with ``BEGIN IMMEDIATE`` so that concurrent writers queue on the busy
 timeout instead of failing on a stale snapshot.
 
 On PostgreSQL (psycopg 3) ``synchronous_commit`` keeps its durable default, transactions are
 READ COMMITTED, and the few read-then-write sequences that SQLite serialises with its write
 lock take an advisory lock instead (store/locks.py).  ``busy_timeout`` bounds the wait for a
-pooled connection, for connecting, and for row and advisory locks (``lock_timeout``), so a
-stuck database is a 503 with Retry-After rather than a hung request.
+pooled connection, for connecting, for the check of a pooled connection before use
+(store/pg_ping.py), and for row and advisory locks (``lock_timeout``), so a stuck database is
+a 503 with Retry-After rather than a hung request.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from estkit.errors import ServiceUnavailable
 from estkit.store import migrate
+from estkit.store.group_commit import GroupCommit
 
 T = TypeVar("T")
 
@@ -59,15 +62,20 @@ def _postgresql_engine(url: URL, busy_timeout: float) -> Engine:
         connect_args["options"] = f"-c lock_timeout={round(busy_timeout * 1000)}"
     if "application_name" not in url.query:
         connect_args["application_name"] = "estkit"
-    return create_engine(
+    from estkit.store.pg_ping import check_on_checkout  # psycopg loads only for PostgreSQL
+
+    engine = create_engine(
         url,
-        pool_pre_ping=True,  # a restarted database or a dropped connection is not an error
         pool_size=5,
         max_overflow=10,  # the server's worker threads plus the CRL and OCSP tasks
         pool_timeout=busy_timeout,
         pool_recycle=3600,
         connect_args=connect_args,
     )
+    # A restarted database or a dropped connection is not an error, and one that stopped
+    # answering is noticed within busy_timeout (SQLAlchemy's pool_pre_ping would wait forever).
+    check_on_checkout(engine, busy_timeout)
+    return engine
 
 
 def _engines(url: str, busy_timeout: float) -> tuple[Engine, Engine]:
@@ -104,6 +112,7 @@ class Database:
         self.retry_after = retry_after
         """Seconds a client is told to wait (Retry-After) when the store cannot answer."""
         self._writer, self._reader = _engines(url, busy_timeout)
+        self._group = GroupCommit(self._writer.begin)
 
     def close(self) -> None:
         self._writer.dispose()
@@ -155,11 +164,17 @@ class Database:
         self,
         work: Callable[[Connection], T],
         on_conflict: Callable[[IntegrityError], Exception] | None = None,
+        *,
+        alone: bool = False,
     ) -> T:
-        """Run work in one write transaction; a constraint violation goes to on_conflict."""
+        """Run work in a committed write transaction, shared with concurrent writers (see
+        store/group_commit.py) unless ``alone`` (long work that should not hold up others);
+        a constraint violation goes to on_conflict."""
         try:
-            with self._writer.begin() as connection:
-                return work(connection)
+            if alone:
+                with self._writer.begin() as connection:
+                    return work(connection)
+            return self._group.run(work)
         except IntegrityError as exc:
             raise (on_conflict(exc) if on_conflict else self._unavailable(exc)) from exc
         except SQLAlchemyError as exc:

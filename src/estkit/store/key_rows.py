@@ -7,14 +7,14 @@ from sqlalchemy import Connection, insert
 from estkit.store import schema
 from estkit.store.records import ArchivedKey, CertificateRecord
 
+_INSERT_KEY_ID = insert(schema.certificate_key_ids)  # built once: see store/certificates.py
+
 
 def write_key_id(connection: Connection, record: CertificateRecord) -> None:
     """Index a new certificate by its subject key identifier (same transaction as the cert)."""
     if record.subject_key_id is not None:
         connection.execute(
-            insert(schema.certificate_key_ids).values(
-                serial=record.serial, key_id=record.subject_key_id
-            )
+            _INSERT_KEY_ID, {"serial": record.serial, "key_id": record.subject_key_id}
         )
 
 

@@ -99,6 +99,19 @@ audit_events = Table(
 
 Index("ix_certificates_status", certificates.c.status)
 Index("ix_certificates_replaces_serial", certificates.c.replaces_serial)
+Index(
+    "ix_certificates_revocations",
+    certificates.c.status,
+    certificates.c.issuer_id,
+    certificates.c.revoked_at,
+    certificates.c.serial,
+    certificates.c.revocation_reason,
+    certificates.c.not_after,
+)
+"""Covers the CRL's reads (store/crls.py): an issuer's revoked entries in CRL order, and
+their count that every worker polls each second, from the index alone (revision 0002)."""
+# Subject search (cert list --subject) has an index too, outside this metadata: an FTS5
+# trigram table on SQLite, a pg_trgm GIN index on PostgreSQL (store/subject_search.py).
 
 crls = Table(
     "crls",

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, bindparam, delete, insert, select
 
 from estkit.store import schema
 from estkit.store.audit import write_audit
 from estkit.store.database import Database
 from estkit.store.records import AuditEvent, UserRecord
+
+# Built once: every Basic-authenticated request reads its user (see store/certificates.py).
+_USER_BY_NAME = select(schema.users).where(schema.users.c.name == bindparam("name"))
 
 
 class UserExists(Exception):
@@ -36,9 +39,7 @@ class UserTable(Database):
 
     def user(self, name: str) -> UserRecord | None:
         def query(connection: Connection) -> UserRecord | None:
-            row = connection.execute(
-                select(schema.users).where(schema.users.c.name == name)
-            ).first()
+            row = connection.execute(_USER_BY_NAME, {"name": name}).first()
             return None if row is None else _user_record(row._mapping)
 
         return self._read(query)
