@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+RENEW_BEFORE = "33%"
+"""When a certificate is renewed by default: in the last third of its lifetime (the
+client's renewal and ``estkit renew --before``)."""
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _LONGEST = timedelta(days=999_999_999)

@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from estkit.store import AuditEvent, Store, schema
+from estkit.store import AuditEvent, Store, migrate, schema
 from estkit.store.database import driver_url
 from estkit.store.migrate import (
     VERSION_TABLE,
@@ -214,3 +214,10 @@ def test_single_worker_refusal_names_the_directory(tmp_path):
 
 def test_db_upgrade_without_an_instance_is_one_line(tmp_path):
     assert "no estkit instance here" in failed(estkit("db", "upgrade", "--dir", str(tmp_path)))
+
+
+def test_the_head_revision_constant_is_alembics_head():
+    """migrate.HEAD_REVISION spares the server Alembic; it must name the newest migration."""
+    head, known = migrate.script_revisions()
+    assert head == migrate.HEAD_REVISION
+    assert head in known

@@ -260,7 +260,11 @@ def cmd_cert_revoke(args: argparse.Namespace) -> int:
             f"reason {reason}"
         )
         try:
-            crl = _publisher(config, store, record.issuer_id).refresh(actor)
+            # None: not due any more, because a running server published the CRL that
+            # lists this revocation in the moment since it was committed.
+            crl = _publisher(config, store, record.issuer_id).refresh(actor) or store.latest_crl(
+                record.issuer_id
+            )
         except (CommandError, EstError) as exc:
             print(
                 f"estkit: warning: the CRL was not re-signed here ({exc}); a running server "

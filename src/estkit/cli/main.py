@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from estkit import __version__
-from estkit.cli import client_commands
+from estkit.cli import client_parsers
 from estkit.cli.common import CommandError, default_dir
 
 OPERATOR_COMMANDS: dict[str, tuple[str, str]] = {
@@ -67,13 +67,15 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = next((a for a in (argv if argv is not None else sys.argv[1:]) if a[:1] != "-"), None)
     _register_operator_commands(commands, wanted)
-    client_commands.add_parsers(commands)
+    client_parsers.add_parsers(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
-    if args.command in client_commands.COMMANDS:
+    if args.command in client_parsers.COMMANDS:
+        from estkit.cli import client_commands  # the client, only for a device command
+
         try:
             return client_commands.run(args)
         except KeyboardInterrupt:

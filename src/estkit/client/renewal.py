@@ -40,7 +40,7 @@ from estkit.client.files import (
 from estkit.client.transport import ClientCertificate
 from estkit.client.trust import chain_for
 
-DEFAULT_BEFORE = "33%"
+DEFAULT_BEFORE = durations.RENEW_BEFORE
 DEFAULT_INTERVAL = 3600.0
 RETRY_BASE = 60.0
 

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, column, inspect, select, table
 
 from estkit.store import schema
 from estkit.store.locks import serialize
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "estkit_schema_version"
+HEAD_REVISION = "0002"
+"""The newest revision in migrations/versions.  Checking a database against it needs no
+Alembic: the server (every worker) and the operator commands start without loading it (it
+costs import time and ~11 MB per process).  A test keeps it equal to Alembic's head."""
 
 # Alembic narrates every context at INFO; serve logs INFO, and the commands print their own
 # one-line summary.
@@ -32,6 +36,8 @@ class SchemaNotCurrent(ValueError):
 
 
 def _config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
@@ -40,15 +46,26 @@ def _config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(_config()).get_current_head()
-    assert head is not None, "the package ships at least the baseline revision"
-    return head
+    return HEAD_REVISION
+
+
+def script_revisions() -> tuple[str | None, set[str]]:
+    """Alembic's own view of migrations/versions: (head, every revision)."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(_config())
+    return scripts.get_current_head(), {s.revision for s in scripts.walk_revisions()}
 
 
 def current_revision(connection: Connection) -> str | None:
     """The revision the database is at; None for a database without a version table."""
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    versions = table(VERSION_TABLE, column("version_num"))
+    rows = connection.execute(select(versions.c.version_num)).scalars().all()
+    if len(rows) > 1:
+        raise SchemaNotCurrent(f"the database has several schema versions ({', '.join(rows)})")
+    return rows[0] if rows else None
 
 
 def has_estkit_tables(connection: Connection) -> bool:
@@ -58,6 +75,8 @@ def has_estkit_tables(connection: Connection) -> bool:
 
 def upgrade(connection: Connection) -> None:
     """Run every revision the database lacks, in the caller's write transaction."""
+    from alembic import command
+
     serialize(connection, "schema")  # two upgraders on one PostgreSQL database queue
     command.upgrade(_config(connection), "head")
     missing = sorted(set(schema.metadata.tables) - set(inspect(connection).get_table_names()))
@@ -91,7 +110,7 @@ def check_current(connection: Connection, remedy: str) -> None:
             else "has no estkit schema"
         )
         raise SchemaNotCurrent(f"the database {state}; run '{remedy}'")
-    known = {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+    _, known = script_revisions()
     if current not in known:
         raise SchemaNotCurrent(
             f"the database schema is at revision {current}, newer than this estkit knows "
