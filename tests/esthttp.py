@@ -189,6 +189,21 @@ def issued(reply: Reply) -> x509.Certificate:
     return cert
 
 
+def enroll_with_cert(
+    server, operation: str, der: bytes, cert_path: Path, key_path: Path, label: str | None = None
+) -> Reply:
+    """POST a CSR to simpleenroll or simplereenroll over mutual TLS on a fresh connection."""
+    return request(
+        f"{server.est_url(label)}/{operation}",
+        server.ca_file,
+        "POST",
+        b64(der),
+        PKCS10,
+        cert=cert_path,
+        key=key_path,
+    )
+
+
 def enroll_basic(server, der: bytes, label: str | None, user: str, password: str) -> Reply:
     """POST a CSR to simpleenroll with HTTP Basic on a fresh connection."""
     return request(

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from tests.esthttp import PKCS10, b64, make_csr, request, write_pair
+from tests.esthttp import PKCS10, b64, enroll_with_cert, make_csr, request, write_pair
 from tests.estserver import EstServer, init_instance, start_server
 from tests.pki import make_ca, make_leaf
 from tests.revocation import Enrolled, enroll, estkit, failed, fetch_crl, ok
@@ -366,15 +366,7 @@ def anchor_instance(tmp_path: Path, revoked_from_start: int = 0) -> tuple[Anchor
 def enroll_with_idevid(server: EstServer, leaf) -> object:
     cert, cert_path, key_path = leaf
     _, der = make_csr(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
-    return request(
-        server.est_url("mfg") + "/simpleenroll",
-        server.ca_file,
-        "POST",
-        b64(der),
-        PKCS10,
-        cert=cert_path,
-        key=key_path,
-    )
+    return enroll_with_cert(server, "simpleenroll", der, cert_path, key_path, "mfg")
 
 
 def test_anchor_crl_refuses_listed_certificates_and_follows_file_changes(tmp_path):

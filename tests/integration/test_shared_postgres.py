@@ -22,7 +22,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.esthttp import PKCS10, Reply, b64, enroll_basic, issued, make_csr, request, write_pair
+from tests.esthttp import (
+    Reply,
+    enroll_basic,
+    enroll_with_cert,
+    issued,
+    make_csr,
+    write_pair,
+)
 from tests.estserver import EstServer, init_instance, start_server
 from tests.postgres import fresh_database, rows, unreachable_reason
 from tests.revocation import cdp_url, crl_number, estkit, http_get, ocsp_get, ok, serial_hex
@@ -76,15 +83,7 @@ def enroll(server: EstServer, user: User, cn: str | None = None) -> x509.Certifi
 
 def reenroll(server: EstServer, cert_path: Path, key_path: Path, cn: str) -> Reply:
     _, der = make_csr(cn)
-    return request(
-        server.est_url() + "/simplereenroll",
-        server.ca_file,
-        "POST",
-        b64(der),
-        PKCS10,
-        cert=cert_path,
-        key=key_path,
-    )
+    return enroll_with_cert(server, "simplereenroll", der, cert_path, key_path)
 
 
 def revoke(server: EstServer, cert: x509.Certificate, reason: str = "keyCompromise") -> None:

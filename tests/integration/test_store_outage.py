@@ -24,7 +24,15 @@ from cryptography.x509 import ocsp
 from sqlalchemy.exc import DisconnectionError
 
 from estkit.store.pg_ping import ping
-from tests.esthttp import PKCS10, Reply, b64, enroll_basic, issued, make_csr, request, write_pair
+from tests.esthttp import (
+    Reply,
+    enroll_basic,
+    enroll_with_cert,
+    issued,
+    make_csr,
+    request,
+    write_pair,
+)
 from tests.estserver import EstServer, init_instance, start_server
 from tests.postgres import rows
 from tests.revocation import cdp_url, http_get, ocsp_get
@@ -105,15 +113,7 @@ def wait_for_log(server: EstServer, text: str, timeout: float = 5.0) -> None:
 
 def reenroll(server: EstServer, cert_path: Path, key_path: Path) -> Reply:
     _, der = make_csr("outage-device")
-    return request(
-        server.est_url() + "/simplereenroll",
-        server.ca_file,
-        "POST",
-        b64(der),
-        PKCS10,
-        cert=cert_path,
-        key=key_path,
-    )
+    return enroll_with_cert(server, "simplereenroll", der, cert_path, key_path)
 
 
 def served_again(server: EstServer, user: tuple[str, str]) -> None:

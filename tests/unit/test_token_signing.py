@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
-from estkit.authority.signing import assemble_signed, der_elements, sign_builder
+from estkit.authority.signing import sign_builder
 from estkit.authority.token import (
     Pkcs11Uri,
     TokenError,
@@ -28,8 +28,9 @@ from estkit.authority.token import (
     open_token,
 )
 from estkit.config import ConfigError, load_config
+from estkit.wire.der import assemble_signed, der_elements
 from estkit.wire.keytypes import generate_key
-from estkit.wire.ocsp import sign as ocsp_sign
+from estkit.wire.keytypes import sign_data as ocsp_sign
 from tests.softhsm import SoftHsm, session_token
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -14,11 +14,12 @@ from typing import overload
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from estkit.authority.token import TokenEcKey, TokenRsaKey
-from estkit.wire.keytypes import generate_key, key_type_of, signature_hash
+from estkit.wire.der import assemble_signed, der_elements
+from estkit.wire.keytypes import generate_key, key_type_of, sign_data, signature_hash
 
 
 @cache
@@ -30,54 +31,6 @@ def _stand_in(key_type: str) -> CertificateIssuerPrivateKeyTypes:
 def _stand_in_for(key: TokenEcKey | TokenRsaKey) -> CertificateIssuerPrivateKeyTypes:
     # PKCS#1 v1.5 with SHA-256 names the same algorithm whatever the modulus size.
     return _stand_in("rsa-2048" if isinstance(key, rsa.RSAPrivateKey) else key_type_of(key))
-
-
-def sign_data(key: CertificateIssuerPrivateKeyTypes, data: bytes) -> bytes:
-    """A signature over data as the certificate signatureAlgorithm of key names it."""
-    digest = signature_hash(key)
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return key.sign(data)
-    assert digest is not None
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return key.sign(data, ec.ECDSA(digest))
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(data, padding.PKCS1v15(), digest)
-    raise TypeError(f"cannot sign with a {type(key).__name__}")
-
-
-def _header(der: bytes, offset: int) -> tuple[int, int]:
-    """(offset of the content, offset after it) of the DER element at offset."""
-    length = der[offset + 1]
-    start = offset + 2
-    if length & 0x80:
-        size = length & 0x7F
-        length = int.from_bytes(der[start : start + size], "big")
-        start += size
-    return start, start + length
-
-
-def der_elements(der: bytes) -> list[bytes]:
-    """The encoded elements inside the outer SEQUENCE of der, each tag to end."""
-    offset, end = _header(der, 0)
-    elements = []
-    while offset < end:
-        _, after = _header(der, offset)
-        elements.append(der[offset:after])
-        offset = after
-    return elements
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    length = len(content)
-    if length < 0x80:
-        return bytes([tag, length]) + content
-    size = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(size)]) + size + content
-
-
-def assemble_signed(tbs: bytes, algorithm: bytes, signature: bytes) -> bytes:
-    """``SEQUENCE { tbs, algorithm, BIT STRING signature }``: a certificate or a CRL."""
-    return _tlv(0x30, tbs + algorithm + _tlv(0x03, b"\x00" + signature))
 
 
 @overload
@@ -108,4 +61,4 @@ def sign_builder(
     return x509.load_der_x509_crl(signed)
 
 
-__all__ = ["assemble_signed", "der_elements", "sign_builder", "sign_data"]
+__all__ = ["sign_builder"]

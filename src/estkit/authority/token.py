@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, Self, cast
 from urllib.parse import quote, unquote
 
 import pkcs11
@@ -395,18 +395,42 @@ def _refuse(what: str) -> NoReturn:
     raise TokenError(f"{what}: the private key is in a PKCS#11 token and never leaves it")
 
 
-class TokenEcKey(ec.EllipticCurvePrivateKey):
-    """An EC private key in a token: ECDSA signatures are made by the token (CKM_ECDSA over
-    the digest, so any token that does ECDSA will do), then DER-encoded as cryptography's."""
+class _InToken:
+    """What both token key kinds share: where the key is, and that it never leaves."""
 
-    def __init__(self, token: Token, find: KeyLookup, public: ec.EllipticCurvePublicKey) -> None:
+    def __init__(self, token: Token, find: KeyLookup) -> None:
         self.token = token
         self.find = find
-        self._public = public
 
     @property
     def label(self) -> str:
         return self.find[0] or ""
+
+    def private_numbers(self) -> NoReturn:
+        _refuse("private numbers")
+
+    def private_bytes(
+        self,
+        encoding: serialization.Encoding,
+        format: serialization.PrivateFormat,
+        encryption_algorithm: serialization.KeySerializationEncryption,
+    ) -> bytes:
+        _refuse(f"cannot export key {self.label!r}")
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        return self
+
+
+class TokenEcKey(_InToken, ec.EllipticCurvePrivateKey):
+    """An EC private key in a token: ECDSA signatures are made by the token (CKM_ECDSA over
+    the digest, so any token that does ECDSA will do), then DER-encoded as cryptography's."""
+
+    def __init__(self, token: Token, find: KeyLookup, public: ec.EllipticCurvePublicKey) -> None:
+        super().__init__(token, find)
+        self._public = public
 
     @property
     def curve(self) -> ec.EllipticCurve:
@@ -434,35 +458,13 @@ class TokenEcKey(ec.EllipticCurvePrivateKey):
     def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
         _refuse("ECDH with a signing key")
 
-    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
-        _refuse("private numbers")
 
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        _refuse(f"cannot export key {self.label!r}")
-
-    def __copy__(self) -> TokenEcKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> TokenEcKey:
-        return self
-
-
-class TokenRsaKey(rsa.RSAPrivateKey):
+class TokenRsaKey(_InToken, rsa.RSAPrivateKey):
     """An RSA private key in a token: PKCS#1 v1.5 signatures (CKM_SHA*_RSA_PKCS)."""
 
     def __init__(self, token: Token, find: KeyLookup, public: rsa.RSAPublicKey) -> None:
-        self.token = token
-        self.find = find
+        super().__init__(token, find)
         self._public = public
-
-    @property
-    def label(self) -> str:
-        return self.find[0] or ""
 
     @property
     def key_size(self) -> int:
@@ -486,23 +488,6 @@ class TokenRsaKey(rsa.RSAPrivateKey):
 
     def decrypt(self, ciphertext: bytes, padding: padding.AsymmetricPadding) -> bytes:
         _refuse("decryption with a signing key")
-
-    def private_numbers(self) -> rsa.RSAPrivateNumbers:
-        _refuse("private numbers")
-
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        _refuse(f"cannot export key {self.label!r}")
-
-    def __copy__(self) -> TokenRsaKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> TokenRsaKey:
-        return self
 
 
 TokenKey = TokenEcKey | TokenRsaKey

@@ -13,6 +13,7 @@ from pyasn1.type import univ
 from pyasn1_modules import rfc2986
 
 from estkit.errors import BadCsrSignature, MalformedDer, PolicyViolation
+from estkit.wire.der import content_bounds
 
 
 def load_csr(der: bytes, ignore_key: bool = False) -> x509.CertificateSigningRequest:
@@ -75,23 +76,12 @@ def _sent_spki_is(csr: x509.CertificateSigningRequest, spki: bytes) -> bool:
     DER by cryptography, so the headers are well formed; anything unexpected says False."""
     tbs = csr.tbs_certrequest_bytes
     try:
-        offset, _ = _der_content(tbs, 0)  # CertificationRequestInfo
-        _, offset = _der_content(tbs, offset)  # version
-        _, offset = _der_content(tbs, offset)  # subject
+        offset, _ = content_bounds(tbs, 0)  # CertificationRequestInfo
+        _, offset = content_bounds(tbs, offset)  # version
+        _, offset = content_bounds(tbs, offset)  # subject
     except IndexError:
         return False
     return tbs[offset : offset + len(spki)] == spki
-
-
-def _der_content(data: bytes, offset: int) -> tuple[int, int]:
-    """(start, end) of the contents of the DER element at offset (single-byte tags only)."""
-    length = data[offset + 1]
-    start = offset + 2
-    if length & 0x80:
-        count = length & 0x7F
-        length = int.from_bytes(data[start : start + count], "big")
-        start += count
-    return start, start + length
 
 
 def _ec_parameters(csr: x509.CertificateSigningRequest) -> bytes | None:

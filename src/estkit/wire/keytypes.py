@@ -6,7 +6,7 @@ Shared by the client and the authority, so it depends on cryptography only.
 from __future__ import annotations
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     PrivateKeyTypes,
@@ -49,3 +49,17 @@ def signature_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | has
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
         return hashes.SHA384()
     return hashes.SHA256()
+
+
+def sign_data(key: CertificateIssuerPrivateKeyTypes, data: bytes) -> bytes:
+    """A signature over data as a certificate's signatureAlgorithm for key names it (the hash
+    of signature_hash; PKCS#1 v1.5 for RSA): used for certificates, CRLs and OCSP responses."""
+    digest = signature_hash(key)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(data)
+    assert digest is not None
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(digest))
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), digest)
+    raise TypeError(f"cannot sign with a {type(key).__name__}")

@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     CertificatePublicKeyTypes,
@@ -28,6 +28,8 @@ from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.error import PyAsn1Error
 from pyasn1.type import namedtype, tag, univ
 from pyasn1_modules import rfc5280, rfc6960
+
+from estkit.wire.keytypes import sign_data
 
 OCSP_REQUEST_TYPE = "application/ocsp-request"
 OCSP_RESPONSE_TYPE = "application/ocsp-response"
@@ -296,19 +298,6 @@ def signature_algorithm(
     return algorithm, digest
 
 
-def sign(key: CertificateIssuerPrivateKeyTypes, data: bytes) -> bytes:
-    """A signature over data by key, as signature_algorithm(key) names it."""
-    _, digest = signature_algorithm(key)
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return key.sign(data)
-    assert digest is not None
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return key.sign(data, ec.ECDSA(digest))
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(data, padding.PKCS1v15(), digest)
-    raise ValueError(f"cannot sign OCSP responses with a {type(key).__name__}")
-
-
 def _response(status: ResponseStatus, basic: bytes | None = None) -> bytes:
     response = rfc6960.OCSPResponse()
     response["responseStatus"] = rfc6960.OCSPResponseStatus(int(status))
@@ -337,7 +326,7 @@ def encode_basic_response(
     next_update: datetime,
     singles: Sequence[SingleStatus],
     nonce: bytes | None,
-    signer: Callable[[CertificateIssuerPrivateKeyTypes, bytes], bytes] = sign,
+    signer: Callable[[CertificateIssuerPrivateKeyTypes, bytes], bytes] = sign_data,
 ) -> bytes:
     """A successful OCSPResponse: id-pkix-ocsp-basic, ResponderID byKey, one SingleResponse
     per CertID in request order, the nonce echoed, signed, the responder's certificates
