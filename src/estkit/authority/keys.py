@@ -61,18 +61,24 @@ class KeyFileError(Exception):
     """A key file is missing, unreadable, of the wrong kind, or readable by others."""
 
 
-def load_private_key(path: Path) -> CertificateIssuerPrivateKeyTypes:
-    """Load a PEM private key, refusing one that group or others may read."""
+def read_owner_only(path: Path, what: str = "key file") -> bytes:
+    """The bytes of a secret file (a key, a PIN), refusing one that group or others may read:
+    KeyFileError naming ``what`` otherwise."""
     try:
         mode = path.stat().st_mode
         data = path.read_bytes()
     except OSError as exc:
-        raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from exc
+        raise KeyFileError(f"cannot read {what} {path}: {exc.strerror}") from exc
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(
-            f"key file {path} has mode {stat.S_IMODE(mode):04o}; private keys must be 0600 "
-            f"(chmod 600 {path})"
+            f"{what} {path} has mode {stat.S_IMODE(mode):04o}; it must be 0600 (chmod 600 {path})"
         )
+    return data
+
+
+def load_private_key(path: Path) -> CertificateIssuerPrivateKeyTypes:
+    """Load a PEM private key, refusing one that group or others may read."""
+    data = read_owner_only(path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:

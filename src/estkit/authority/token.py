@@ -17,7 +17,6 @@ not use its parent's sessions).
 from __future__ import annotations
 
 import os
-import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,7 +44,7 @@ from pkcs11.exceptions import (
 from pkcs11.types import SignMixin
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
-from estkit.authority.keys import KeyFileError, load_private_key
+from estkit.authority.keys import KeyFileError, load_private_key, read_owner_only
 from estkit.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
@@ -150,15 +149,9 @@ class TokenSettings:
         """The user PIN, from the file (owner-readable only) or the environment variable."""
         if self.pin_file is not None:
             try:
-                mode = self.pin_file.stat().st_mode
-                text = self.pin_file.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise TokenError(f"cannot read PIN file {self.pin_file}: {exc.strerror}") from None
-            if mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise TokenError(
-                    f"PIN file {self.pin_file} has mode {stat.S_IMODE(mode):04o}; it must be "
-                    f"0600 (chmod 600 {self.pin_file})"
-                )
+                text = read_owner_only(self.pin_file, "PIN file").decode("utf-8")
+            except (KeyFileError, UnicodeDecodeError) as exc:
+                raise TokenError(str(exc)) from None
             pin = text.strip("\r\n")
             if not pin:
                 raise TokenError(f"PIN file {self.pin_file} is empty")
