@@ -6,9 +6,8 @@ threads that want to write queue their work; one of them, the leader, runs every
 in one transaction and commits once.  A job that fails (a serial collision, a consumed
 bootstrap secret) gets its own exception and the rest of its batch runs again without it; a
 commit that fails fails every job in the batch, so nothing is ever reported written that
-was not.  Jobs that arrive while a batch commits form the next batch,
-led by the first of them, so no thread waits for work that is not its own for longer than one
-commit.
+was not.  Jobs that arrive while a batch commits form the next batch, led by the first of
+them, so no thread waits for work that is not its own for longer than one commit.
 """
 
 from __future__ import annotations
