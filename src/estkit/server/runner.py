@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -134,7 +135,12 @@ async def serve(
     )
     host = _url_host(settings.host)
     https_port = https_socket.getsockname()[1]
-    log.info("event loop: %s", type(loop).__module__.split(".")[0])
+    frozen = _freeze_startup_objects()
+    log.info(
+        "event loop: %s; %d startup objects exempt from garbage collection",
+        type(loop).__module__.split(".")[0],
+        frozen,
+    )
     on_ready(Listening(f"https://{host}:{https_port}", f"http://{host}:{http_port}"))
 
     stop = asyncio.Event()
@@ -155,6 +161,16 @@ async def serve(
         await est_runner.cleanup()
         await public_runner.cleanup()
         store.close()
+
+
+def _freeze_startup_objects() -> int:
+    """Move everything made so far (modules, the CA, the store's metadata: about 100,000
+    objects, all living as long as the process) out of the collector's reach.  A full
+    collection walks every tracked object with the event loop stopped: over these it took
+    about 80 ms, a stall every connection felt in the latency tail.  Returns how many."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def with_overrides(config: Config, host: str | None, port: int | None) -> Config:
