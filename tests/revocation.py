@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
-from tests.esthttp import PKCS10, Reply, b64, make_csr, request, write_pair
+from tests.esthttp import Reply, enroll_basic, make_csr, write_pair
 from tests.estserver import EstServer
 
 ESTKIT = [sys.executable, "-m", "estkit"]
@@ -87,15 +87,7 @@ def enroll(
     name = cn or f"rev-{uuid.uuid4().hex[:10]}"
     password = server.add_user(name)
     key, der = make_csr(name)
-    reply = request(
-        f"{server.est_url(label)}/simpleenroll",
-        server.ca_file,
-        "POST",
-        b64(der),
-        PKCS10,
-        user=name,
-        password=password,
-    )
+    reply = enroll_basic(server, der, label, name, password)
     assert reply.status == 200, reply.text
     [cert] = reply.certificates()
     cert_path, key_path = write_pair(directory, name, key, cert)

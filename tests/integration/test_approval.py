@@ -26,6 +26,7 @@ from tests.esthttp import (
     Reply,
     b64,
     connect,
+    enroll_with_cert,
     make_csr,
     new_key,
     request,
@@ -327,15 +328,7 @@ def test_reenroll_on_a_manual_label_is_automatic(server: EstServer, tmp_path: Pa
     [cert] = enroll(server, "ma-renew", password, csr).certificates()
     cert_path, key_path = write_pair(tmp_path, "renew", key, cert)
     _, renewal = make_csr("ma-renew", key=key)
-    reply = request(
-        server.est_url("manual") + "/simplereenroll",
-        server.ca_file,
-        "POST",
-        b64(renewal),
-        PKCS10,
-        cert=cert_path,
-        key=key_path,
-    )
+    reply = enroll_with_cert(server, "simplereenroll", renewal, cert_path, key_path, "manual")
     assert reply.status == 200, reply.text
     [renewed] = reply.certificates()
     assert renewed.serial_number != cert.serial_number

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from estkit.config import ConfigError, load_config
-from tests.esthttp import PKCS10, Reply, b64, make_csr, request
+from tests.esthttp import Reply, enroll_basic, make_csr
 from tests.estserver import EstServer, start_server
 
 ESTKIT = [sys.executable, "-m", "estkit"]
@@ -68,15 +68,7 @@ def load_pem(path: Path) -> list[x509.Certificate]:
 
 def enroll(server: EstServer, user: str, password: str, label: str | None = None) -> Reply:
     _, der = make_csr(user)
-    return request(
-        f"{server.est_url(label)}/simpleenroll",
-        server.ca_file,
-        "POST",
-        b64(der),
-        PKCS10,
-        user=user,
-        password=password,
-    )
+    return enroll_basic(server, der, label, user, password)
 
 
 def user_add(directory: Path, *args: str, stdin: str | None = None) -> str:

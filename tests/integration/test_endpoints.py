@@ -19,6 +19,7 @@ from tests.esthttp import (
     Reply,
     b64,
     connect,
+    enroll_basic,
     make_csr,
     request,
     tls_context,
@@ -166,15 +167,7 @@ class Enrollment:
         else:
             # Enroll first, then renew over mutual TLS with the certificate just issued.
             old_key, der = make_csr(self.cn)
-            reply = request(
-                server.est_url() + "/simpleenroll",
-                server.ca_file,
-                "POST",
-                b64(der),
-                PKCS10,
-                user=user,
-                password=password,
-            )
+            reply = enroll_basic(server, der, None, user, password)
             assert reply.status == 200, reply.text
             [cert] = reply.certificates()
             cert_path, key_path = write_pair(tmp_path, self.cn, old_key, cert)
@@ -318,15 +311,7 @@ def test_enroll_content_type_parameters_and_case_accepted(enrollment):
 def test_enroll_response_body_is_strict_base64_lines(est_server):
     user, password = shared_user(est_server)
     _, der = make_csr(unique("lines"))
-    reply = request(
-        est_server.est_url() + "/simpleenroll",
-        est_server.ca_file,
-        "POST",
-        b64(der),
-        PKCS10,
-        user=user,
-        password=password,
-    )
+    reply = enroll_basic(est_server, der, None, user, password)
     assert reply.status == 200, reply.text
     lines = reply.body.split(b"\n")
     assert lines[-1] == b""  # LF-terminated
@@ -340,15 +325,7 @@ def test_enroll_on_label_issues_with_label_profile(est_server):
     password = est_server.add_user(user)
     key, der = make_csr(user)  # iot: CN must equal the user, EC P-256
     before = issued_count(est_server)
-    reply = request(
-        est_server.est_url("iot") + "/simpleenroll",
-        est_server.ca_file,
-        "POST",
-        b64(der),
-        PKCS10,
-        user=user,
-        password=password,
-    )
+    reply = enroll_basic(est_server, der, "iot", user, password)
     cert = assert_single_issued(reply, est_server, user, key.public_key(), before)
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
     assert lifetime.days <= 31

@@ -38,7 +38,7 @@ from tests.cmc import (
     self_signed_request,
     sign,
 )
-from tests.esthttp import PKCS10, b64, make_csr, new_key, request, write_pair
+from tests.esthttp import enroll_with_cert, make_csr, new_key, write_pair
 from tests.estserver import init_instance, run_estkit, start_server
 
 REVOKER_TOML = """
@@ -368,15 +368,7 @@ def test_holder_revokes_its_certificate(est_server, tmp_path):
     # The revoked certificate no longer renews (RFC 7030 §4.2.2 over mutual TLS).
     cert_path, key_path = write_pair(tmp_path, "revoked", key, cert)
     _, csr = make_csr(cert.subject.rfc4514_string().removeprefix("CN="), key=key)
-    reply = request(
-        est_server.est_url() + "/simplereenroll",
-        est_server.ca_file,
-        "POST",
-        b64(csr),
-        PKCS10,
-        cert=cert_path,
-        key=key_path,
-    )
+    reply = enroll_with_cert(est_server, "simplereenroll", csr, cert_path, key_path)
     assert reply.status == 403, reply.text
     assert "revoked" in reply.text
 

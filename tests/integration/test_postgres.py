@@ -20,7 +20,16 @@ from cryptography.x509 import ocsp
 
 from estkit.store.migrate import head_revision
 from estkit.wire.pkcs7 import load_certs_only
-from tests.esthttp import PKCS10, b64, connect, make_csr, request, send, tls_context
+from tests.esthttp import (
+    PKCS10,
+    b64,
+    connect,
+    enroll_with_cert,
+    make_csr,
+    request,
+    send,
+    tls_context,
+)
 from tests.estserver import EstServer, run_estkit
 from tests.revocation import crl_number, enroll, estkit, failed, fetch_crl, ok, serial_hex
 
@@ -66,15 +75,7 @@ def test_enroll_reenroll_revoke_crl_ocsp(pg_server, postgres_url, tmp_path):
 
     # Re-enrollment over mutual TLS with the first certificate: linked to it in the store.
     _, der = make_csr("pg-device")
-    reply = request(
-        pg_server.est_url() + "/simplereenroll",
-        pg_server.ca_file,
-        "POST",
-        b64(der),
-        PKCS10,
-        cert=first.cert_path,
-        key=first.key_path,
-    )
+    reply = enroll_with_cert(pg_server, "simplereenroll", der, first.cert_path, first.key_path)
     assert reply.status == 200, reply.text
     [renewed] = reply.certificates()
     [(replaces,)] = rows(

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from tests.esthttp import PKCS10, b64, enroll_with_cert, make_csr, request, write_pair
+from tests.esthttp import enroll_with_cert, make_csr, write_pair
 from tests.estserver import EstServer, init_instance, start_server
 from tests.pki import make_ca, make_leaf
 from tests.revocation import Enrolled, enroll, estkit, failed, fetch_crl, ok
@@ -133,15 +133,7 @@ def test_show_has_the_record_and_the_decoded_certificate(est_server, tmp_path):
 def test_show_links_renewals_both_ways(est_server, tmp_path):
     holder = enroll(est_server, tmp_path)
     _, der = make_csr(holder.cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
-    reply = request(
-        est_server.est_url() + "/simplereenroll",
-        est_server.ca_file,
-        "POST",
-        b64(der),
-        PKCS10,
-        cert=holder.cert_path,
-        key=holder.key_path,
-    )
+    reply = enroll_with_cert(est_server, "simplereenroll", der, holder.cert_path, holder.key_path)
     assert reply.status == 200, reply.text
     [renewed] = reply.certificates()
     new_serial = format(renewed.serial_number, "x")
@@ -257,14 +249,8 @@ def test_revoked_certificate_cannot_authenticate_initial_enrollment(est_server, 
     _, der = make_csr(f"next-{uuid.uuid4().hex[:6]}")
 
     def attempt():
-        return request(
-            est_server.est_url("mtls") + "/simpleenroll",
-            est_server.ca_file,
-            "POST",
-            b64(der),
-            PKCS10,
-            cert=holder.cert_path,
-            key=holder.key_path,
+        return enroll_with_cert(
+            est_server, "simpleenroll", der, holder.cert_path, holder.key_path, "mtls"
         )
 
     assert attempt().status == 200

@@ -20,7 +20,7 @@ from pyasn1_modules import rfc2986, rfc3565, rfc5652, rfc5751, rfc5958, rfc7030
 
 from estkit.client import BasicAuth, CsrTemplate, EstClient
 from estkit.wire.pkcs7 import load_certs_only
-from tests.esthttp import PKCS10, b64, make_csr, new_key, request, write_pair
+from tests.esthttp import PKCS10, b64, enroll_basic, make_csr, new_key, request, write_pair
 
 PKCS8_HEADERS = [b"Content-Type: application/pkcs8", b"Content-Transfer-Encoding: base64"]
 CERTS_HEADERS = [
@@ -169,15 +169,7 @@ def enroll(
 ) -> tuple[Path, Path, x509.Certificate]:
     """simpleenroll a certificate for ``key``; returns (cert.pem, key.pem, cert)."""
     _, der = make_csr(user, key=key)
-    reply = request(
-        server.est_url() + "/simpleenroll",
-        server.ca_file,
-        "POST",
-        b64(der),
-        PKCS10,
-        user=user,
-        password=password,
-    )
+    reply = enroll_basic(server, der, None, user, password)
     assert reply.status == 200, reply.text
     cert = reply.certificates()[0]
     cert_path, key_path = write_pair(tmp_path, user, key, cert)
