@@ -23,7 +23,7 @@ from estkit.authority.keys import CURVE_KEY_TYPES, describe_public_key
 from estkit.authority.profile import Profile
 from estkit.authority.request import EnrollmentRequest
 from estkit.errors import BadCsrSignature, Forbidden, PolicyViolation, PopLinkingRequired
-from estkit.wire.csr import challenge_password
+from estkit.wire.csr import challenge_password, csr_facts
 
 Check = Callable[[EnrollmentRequest, Profile], None]
 
@@ -88,7 +88,7 @@ def check_signature(request: EnrollmentRequest, profile: Profile) -> None:
         hash_algorithm = csr.signature_hash_algorithm
         if hash_algorithm is None or hash_algorithm.name in WEAK_HASHES:
             raise PolicyViolation("the CSR's RSASSA-PSS signature uses a weak hash")
-    if not csr.is_signature_valid:
+    if not csr_facts(csr).signature_valid:
         raise BadCsrSignature(
             "the CSR's signature does not verify with its public key (proof of possession failed)"
         )
@@ -96,7 +96,7 @@ def check_signature(request: EnrollmentRequest, profile: Profile) -> None:
 
 def check_key(request: EnrollmentRequest, profile: Profile) -> None:
     """The public key is of a type and size the profile allows."""
-    key = request.csr.public_key()
+    key = csr_facts(request.csr).public_key
     allowed = ", ".join(profile.key_types)
     if isinstance(key, rsa.RSAPublicKey):
         if "rsa" not in profile.key_types:
@@ -127,7 +127,7 @@ def check_key(request: EnrollmentRequest, profile: Profile) -> None:
 
 def check_name_bounds(request: EnrollmentRequest, profile: Profile) -> None:
     """Subject attributes respect RFC 5280's upper bounds and hold no control characters."""
-    for attribute in request.csr.subject:
+    for attribute in csr_facts(request.csr).subject:
         value = attribute.value
         text = value if isinstance(value, str) else value.decode("latin-1")
         short, bound = NAME_UPPER_BOUNDS.get(attribute.oid, (attribute.oid.dotted_string, 32768))
@@ -149,7 +149,7 @@ def common_name(name: x509.Name) -> str | None:
 
 def check_subject(request: EnrollmentRequest, profile: Profile) -> None:
     """Subject present when required; CN allowed for this label and, if so set, the identity's."""
-    subject = request.csr.subject
+    subject = csr_facts(request.csr).subject
     if len(subject) == 0:
         if profile.require_subject:
             raise PolicyViolation("the CSR's subject is empty; this label requires a subject")
@@ -253,9 +253,10 @@ def check_reenroll_matches(request: EnrollmentRequest, profile: Profile) -> None
     current = request.renewing
     if current is None:
         return
-    if request.csr.subject != current.subject:
+    subject = csr_facts(request.csr).subject
+    if subject != current.subject:
         raise PolicyViolation(
-            f"reenroll must keep the subject: the CSR has '{request.csr.subject.rfc4514_string()}'"
+            f"reenroll must keep the subject: the CSR has '{subject.rfc4514_string()}'"
             f" but the certificate has '{current.subject.rfc4514_string()}'"
         )
     try:
@@ -280,9 +281,7 @@ def check_reenroll_certificate(request: EnrollmentRequest, profile: Profile) -> 
 
 def same_key(csr: x509.CertificateSigningRequest, cert: x509.Certificate) -> bool:
     encoding, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    return csr.public_key().public_bytes(encoding, spki) == cert.public_key().public_bytes(
-        encoding, spki
-    )
+    return csr_facts(csr).spki == cert.public_key().public_bytes(encoding, spki)
 
 
 CHECKS: tuple[Check, ...] = (

@@ -9,12 +9,14 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from estkit.authority.ca import CertificateAuthority
 from estkit.authority.checks import requested_sans
 from estkit.authority.profile import Profile
 from estkit.authority.signing import sign_builder
+from estkit.wire.csr import csr_facts
 
 CLOCK_SKEW_ALLOWANCE = timedelta(minutes=5)
 """notBefore is backdated this much so devices with slightly slow clocks accept the cert."""
@@ -37,8 +39,20 @@ class PublicUrls:
         return f"{self.http_base}/ocsp"
 
 
-def _key_usage(public_key: CertificatePublicKeyTypes) -> x509.KeyUsage:
-    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+@dataclass(frozen=True)
+class IssuedCertificate:
+    """A signed certificate with the parts it was built from, so that its record need not
+    parse them back out of it."""
+
+    certificate: x509.Certificate
+    spki: bytes
+    """DER SubjectPublicKeyInfo of the certified key."""
+    sans: tuple[x509.GeneralName, ...]
+    """The subjectAltName entries, in extension order (none: no extension)."""
+    subject_key_id: bytes | None
+
+
+def _key_usage(is_rsa: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=True,
         content_commitment=False,
@@ -93,6 +107,28 @@ def _issuer_extensions(issuing_id: str, urls: PublicUrls) -> tuple[x509.Extensio
     )
 
 
+_BASES: dict[tuple[str, bool], tuple[x509.Certificate, x509.CertificateBuilder]] = {}
+
+
+def _base_builder(
+    issuing: x509.Certificate, issuing_id: str, is_rsa: bool
+) -> x509.CertificateBuilder:
+    """Issuer name, basic constraints and key usage: the same for every certificate of one
+    issuing CA and key kind, so set once (builders are immutable)."""
+    key = (issuing_id, is_rsa)
+    cached = _BASES.get(key)
+    if cached is not None and cached[0] is issuing:
+        return cached[1]
+    builder = (
+        x509.CertificateBuilder()
+        .issuer_name(issuing.subject)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(is_rsa), critical=True)
+    )
+    _BASES[key] = (issuing, builder)
+    return builder
+
+
 def build_certificate(
     ca: CertificateAuthority,
     csr: x509.CertificateSigningRequest,
@@ -101,37 +137,40 @@ def build_certificate(
     now: datetime,
     urls: PublicUrls,
     public_key: CertificatePublicKeyTypes | None = None,
-) -> x509.Certificate:
+) -> IssuedCertificate:
     """Sign the CSR's subject and key with the profile's extensions; nothing else is copied.
 
     ``public_key`` replaces the CSR's key: for serverkeygen the server made the key, and
     RFC 7030 §4.4.1 has the server ignore the CSR's own key.
     """
+    facts = csr_facts(csr)
+    issuing_id = ca.issuing_id
     not_before, not_after = validity_window(ca, profile, now)
     if public_key is None:
-        public_key = csr.public_key()
+        public_key, spki = facts.public_key, facts.spki
+    else:
+        spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    subject = facts.subject
+    key_id = x509.SubjectKeyIdentifier.from_public_key(public_key)
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(csr.subject)
-        .issuer_name(ca.issuing.subject)
+        _base_builder(ca.issuing, issuing_id, isinstance(public_key, rsa.RSAPublicKey))
+        .subject_name(subject)
         .public_key(public_key)
         .serial_number(serial)
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(public_key), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(key_id, critical=False)
     )
-    for extension in _issuer_extensions(ca.issuing_id, urls):
+    for extension in _issuer_extensions(issuing_id, urls):
         builder = builder.add_extension(extension, critical=False)
-    if profile.eku_oids:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage(list(profile.eku_oids)), critical=False
-        )
+    eku_oids = profile.eku_oids
+    if eku_oids:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku_oids)), critical=False)
     sans = requested_sans(csr)
     if sans:
         # RFC 5280 §4.2.1.6: with an empty subject the SAN extension must be critical.
         builder = builder.add_extension(
-            x509.SubjectAlternativeName(sans), critical=len(csr.subject) == 0
+            x509.SubjectAlternativeName(sans), critical=len(subject) == 0
         )
-    return sign_builder(builder, ca.issuing_key)
+    cert = sign_builder(builder, ca.issuing_key)
+    return IssuedCertificate(cert, spki, tuple(sans), key_id.digest)

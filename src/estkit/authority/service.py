@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ObjectIdentifier, SignatureAlgorithmOID
 
 from estkit.authority.accounts import ONCE_SECRET_USED
@@ -15,8 +16,7 @@ from estkit.authority.anchor_crl import AnchorCrl
 from estkit.authority.ca import CertificateAuthority, is_issued_by
 from estkit.authority.checks import CHECKS, same_key
 from estkit.authority.identity import OWN_ANCHOR
-from estkit.authority.issue import PublicUrls, build_certificate
-from estkit.authority.keys import spki_sha256
+from estkit.authority.issue import IssuedCertificate, PublicUrls, build_certificate
 from estkit.authority.profile import Profile
 from estkit.authority.request import EnrollmentRequest
 from estkit.errors import AuthenticationRequired, Forbidden, NotFound, ServiceUnavailable
@@ -70,33 +70,51 @@ def certificate_record(
     replaces_serial: str | None = None,
 ) -> CertificateRecord:
     """The store's record of an issued certificate, read off the certificate itself."""
+    extensions = cert.extensions
     try:
-        sans = list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+        sans = tuple(extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
     except x509.ExtensionNotFound:
-        sans = []
+        sans = ()
+    try:
+        key_id: bytes | None = extensions.get_extension_for_class(
+            x509.SubjectKeyIdentifier
+        ).value.digest
+    except x509.ExtensionNotFound:
+        key_id = None
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    issued = IssuedCertificate(cert, spki, sans, key_id)
+    return issued_record(issued, label, requester, kind, issuer_id, issued_at, replaces_serial)
+
+
+def issued_record(
+    issued: IssuedCertificate,
+    label: str,
+    requester: str,
+    kind: str,
+    issuer_id: str,
+    issued_at: datetime,
+    replaces_serial: str | None = None,
+) -> CertificateRecord:
+    """The store's record of a certificate, with the parts known from building it taken as
+    they are (parsing the certificate's extensions back costs more than the rest)."""
+    cert = issued.certificate
     return CertificateRecord(
         serial=serial_hex(cert.serial_number),
         label=label,
         subject=cert.subject.rfc4514_string(),
-        sans=san_strings(sans),
+        sans=san_strings(issued.sans),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
-        key_fingerprint=spki_sha256(cert.public_key()),
+        # keys.spki_sha256, of the SubjectPublicKeyInfo already encoded
+        key_fingerprint=hashlib.sha256(issued.spki).hexdigest(),
         requester=requester,
         kind=kind,
         der=cert.public_bytes(Encoding.DER),
         issuer_id=issuer_id,
         issued_at=issued_at,
         replaces_serial=replaces_serial,
-        subject_key_id=_subject_key_id(cert),
+        subject_key_id=None if issued.subject_key_id is None else issued.subject_key_id.hex(),
     )
-
-
-def _subject_key_id(cert: x509.Certificate) -> str | None:
-    try:
-        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
-    except x509.ExtensionNotFound:
-        return None
 
 
 class Authority:
@@ -221,10 +239,10 @@ class Authority:
         """Sign under a fresh random serial and hand the record and its audit event to write
         (one store transaction); a serial that exists already is redrawn.  Every issuance
         path (enroll, approved requests, serverkeygen, CMC) goes through here."""
-        identity = request.identity
+        requester = request.identity.describe()
         for _ in range(SERIAL_ATTEMPTS):
             now = self.clock()
-            cert = build_certificate(
+            issued = build_certificate(
                 self.ca,
                 request.csr,
                 profile,
@@ -233,11 +251,12 @@ class Authority:
                 self.urls,
                 public_key=public_key,
             )
-            record = certificate_record(
-                cert, request.label, identity.describe(), kind, self.ca.issuing_id, now, replaces
+            cert = issued.certificate
+            record = issued_record(
+                issued, request.label, requester, kind, self.ca.issuing_id, now, replaces
             )
             event = AuditEvent(
-                actor=identity.describe(),
+                actor=requester,
                 action=f"certificate.{kind}",
                 subject=record.serial,
                 at=now,

@@ -6,13 +6,15 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 
 from estkit.store import schema
-from estkit.store.database import Database
+from estkit.store.database import Database, insert_row
 from estkit.store.records import AuditEvent
 
-_INSERT_EVENT = insert(schema.audit_events)  # built once: see store/certificates.py
+_INSERT_EVENT = insert_row(schema.audit_events)  # compiled once: see store/certificates.py
+_DETAIL_JSON = json.JSONEncoder(sort_keys=True)
+"""``json.dumps(detail, sort_keys=True)`` without making an encoder per event."""
 
 
 class AuditTable(Database):
@@ -47,7 +49,7 @@ class AuditTable(Database):
 def write_audit(connection: Connection, event: AuditEvent | None) -> None:
     """Record the audit event of a write in the write's own transaction."""
     if event is not None:
-        connection.execute(_INSERT_EVENT, _audit_row(event))
+        _INSERT_EVENT.execute(connection, _audit_row(event))
 
 
 def _audit_row(event: AuditEvent) -> dict[str, Any]:
@@ -57,5 +59,5 @@ def _audit_row(event: AuditEvent) -> dict[str, Any]:
         "action": event.action,
         "subject": event.subject,
         "source": event.source,
-        "detail": json.dumps(event.detail, sort_keys=True),
+        "detail": _DETAIL_JSON.encode(event.detail),
     }

@@ -7,19 +7,20 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from estkit.store import schema
 from estkit.store.audit import write_audit
-from estkit.store.database import Database, StoreUnavailable
+from estkit.store.database import Database, DriverStatement, insert_row
 from estkit.store.key_rows import write_archived_key, write_key_id
 from estkit.store.records import ArchivedKey, AuditEvent, CertificateRecord
+from estkit.store.unavailable import StoreUnavailable
 
-# Built once: constructing a statement with inline values costs more than running it.
-_INSERT_CERTIFICATE = insert(schema.certificates)
-_CERTIFICATE_BY_SERIAL = select(schema.certificates).where(
-    schema.certificates.c.serial == bindparam("serial")
+# Compiled once and run on the driver: every enrollment runs these (store/database.py).
+_INSERT_CERTIFICATE = insert_row(schema.certificates)
+_CERTIFICATE_BY_SERIAL = DriverStatement(
+    select(schema.certificates).where(schema.certificates.c.serial == bindparam("serial"))
 )
 
 
@@ -74,7 +75,7 @@ class CertificateTable(Database):
                 )
                 if result.rowcount != 1:
                     raise OnceSecretConsumed(consume_once_user)
-            connection.execute(_INSERT_CERTIFICATE, _certificate_row(record))
+            _INSERT_CERTIFICATE.execute(connection, _certificate_row(record))
             write_key_id(connection, record)
             write_archived_key(connection, archived_key)
             write_audit(connection, audit)
@@ -93,8 +94,8 @@ class CertificateTable(Database):
 
     def certificate(self, serial: str) -> CertificateRecord | None:
         def query(connection: Connection) -> CertificateRecord | None:
-            row = connection.execute(_CERTIFICATE_BY_SERIAL, {"serial": serial}).first()
-            return None if row is None else _certificate_record(row._mapping)
+            row = _CERTIFICATE_BY_SERIAL.first(connection, {"serial": serial})
+            return None if row is None else _certificate_record(row)
 
         return self._read(query)
 

@@ -12,27 +12,30 @@ lock take an advisory lock instead (store/locks.py).  ``busy_timeout`` bounds th
 pooled connection, for connecting, for the check of a pooled connection before use
 (store/pg_ping.py), and for row and advisory locks (``lock_timeout``), so a stuck database is
 a 503 with Retry-After rather than a hung request.
+
+The few statements every enrollment runs (its inserts, the Basic user's row, the TLS client
+certificate's record) are compiled once and sent straight to the driver (DriverStatement):
+SQLAlchemy's per-call execution machinery costs several times what SQLite spends on them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Dialect, Engine, Select, Table, create_engine, event, insert
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.sql.elements import ClauseElement
 
-from estkit.errors import ServiceUnavailable
 from estkit.store import migrate
 from estkit.store.group_commit import GroupCommit
+from estkit.store.unavailable import StoreUnavailable
 
 T = TypeVar("T")
-
-
-class StoreUnavailable(ServiceUnavailable):
-    """The database could not be read or written; the operation did not happen."""
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
@@ -95,13 +98,162 @@ def _engines(url: str, busy_timeout: float) -> tuple[Engine, Engine]:
 
     @event.listens_for(writer, "begin")
     def _begin_immediate(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        driver_execute(connection, "BEGIN IMMEDIATE").close()
 
     @event.listens_for(reader, "begin")
     def _begin_deferred(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN")
+        driver_execute(connection, "BEGIN").close()
 
     return writer, reader
+
+
+def driver_execute(connection: Connection, sql: str, parameters: Any = ()) -> Any:
+    """Run SQL on the connection's DBAPI cursor and return the cursor.
+
+    What ``exec_driver_sql`` does without its per-call execution context and result object,
+    which cost several times the database's own work for the short statements of every
+    enrollment.  A DBAPI error becomes SQLAlchemy's exception, and a lost connection is
+    invalidated, as from ``execute`` (see :func:`raise_translated`)."""
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql, parameters)
+    except connection.dialect.loaded_dbapi.Error as exc:
+        raise_translated(connection, exc, sql, parameters, cursor)
+    return cursor
+
+
+def raise_translated(
+    connection: Connection, exc: Exception, sql: str, parameters: Any, cursor: Any
+) -> NoReturn:
+    """Raise what ``execute`` raises for this error, through SQLAlchemy's public API: its
+    DBAPIError subclass for a driver error (IntegrityError, OperationalError, ...) or a
+    StatementError for a value the type refused; a connection the error says is lost is
+    invalidated first, so that the pool replaces it instead of handing it out again."""
+    dialect = connection.dialect
+    driver_error = dialect.loaded_dbapi.Error
+    lost = isinstance(exc, driver_error) and dialect.is_disconnect(
+        exc, connection.connection.dbapi_connection, cursor
+    )
+    if lost:
+        connection.invalidate(exc)
+    raise DBAPIError.instance(
+        sql, parameters, exc, driver_error, connection_invalidated=lost, dialect=dialect
+    ) from exc
+
+
+@dataclass
+class _Plan:
+    """A statement as compiled for one dialect."""
+
+    sql: str
+    names: list[str]
+    """Bind names in the order the SQL takes them."""
+    processors: list[Callable[[Any], Any] | None]
+    """Each bind's type's bind processor, in the same order."""
+    positional: bool
+    columns: list[tuple[str, Any]]
+    """Result column names with their types."""
+    results: list[Callable[[Any], Any] | None] | None = None
+    """Result processors, made from the first result's column type codes."""
+
+
+class DriverStatement:
+    """A Core statement compiled once per dialect and run with :func:`driver_execute`.
+
+    For the few statements every enrollment runs.  The SQL is SQLAlchemy's compilation of
+    the statement for the connection's dialect, and values go through the same per-type bind
+    and result processing as with ``execute``, so the database sees the same statement and
+    the caller the same values.  Every bind's value must be given: no Python-side column
+    defaults, no expanding IN (refused when compiled).
+    """
+
+    def __init__(self, statement: ClauseElement, column_keys: Sequence[str] | None = None) -> None:
+        self._statement = statement
+        self._column_keys = list(column_keys) if column_keys is not None else None
+        self._plans: weakref.WeakKeyDictionary[Dialect, _Plan] = weakref.WeakKeyDictionary()
+
+    def _plan(self, dialect: Dialect) -> _Plan:
+        plan = self._plans.get(dialect)
+        if plan is None:
+            plan = self._plans[dialect] = self._compile(dialect)
+        return plan
+
+    def _compile(self, dialect: Dialect) -> _Plan:
+        compiled: Any = self._statement.compile(dialect=dialect, column_keys=self._column_keys)
+        if (
+            compiled.insert_prefetch
+            or compiled.update_prefetch
+            or compiled.escaped_bind_names
+            or compiled.literal_execute_params
+            or compiled.post_compile_params
+        ):
+            raise ValueError(f"not a statement DriverStatement can run: {compiled.string}")
+        names = list(compiled.positiontup) if dialect.positional else list(compiled.binds)
+        processors = [_bind_processor(compiled.binds[name].type, dialect) for name in names]
+        selected = self._statement.selected_columns if isinstance(self._statement, Select) else ()
+        columns = [(str(column.key), column.type) for column in selected]
+        return _Plan(compiled.string, names, processors, dialect.positional, columns)
+
+    def _run(self, connection: Connection, parameters: Mapping[str, Any]) -> tuple[_Plan, Any]:
+        plan = self._plan(connection.dialect)
+        try:
+            values = [
+                parameters[name] if process is None else process(parameters[name])
+                for name, process in zip(plan.names, plan.processors, strict=True)
+            ]
+        except Exception as exc:  # a value the type refuses: StatementError, as from execute()
+            raise_translated(connection, exc, plan.sql, parameters, None)
+        if connection.get_transaction() is None:
+            connection.begin()  # as execute() would (autobegin)
+        bound = tuple(values) if plan.positional else dict(zip(plan.names, values, strict=True))
+        return plan, driver_execute(connection, plan.sql, bound)
+
+    def execute(self, connection: Connection, parameters: Mapping[str, Any]) -> None:
+        """Run the statement; nothing is read back."""
+        _, cursor = self._run(connection, parameters)
+        cursor.close()
+
+    def first(self, connection: Connection, parameters: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The first row of a SELECT, by column name, or None."""
+        plan, cursor = self._run(connection, parameters)
+        try:
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            if plan.results is None:
+                plan.results = [
+                    _result_processor(type_, connection.dialect, description[1])
+                    for (_, type_), description in zip(
+                        plan.columns, cursor.description, strict=True
+                    )
+                ]
+        except connection.dialect.loaded_dbapi.Error as exc:
+            raise_translated(connection, exc, plan.sql, None, cursor)
+        finally:
+            cursor.close()
+        return {
+            name: value if process is None else process(value)
+            for (name, _), process, value in zip(plan.columns, plan.results, row, strict=True)
+        }
+
+
+def insert_row(table: Table) -> DriverStatement:
+    """An INSERT of one row that gives every column but the autoincrement key: a column
+    added to the table later must be added to the rows given too (a missing one fails)."""
+    automatic = table.autoincrement_column
+    return DriverStatement(insert(table), [c.key for c in table.columns if c is not automatic])
+
+
+def _bind_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    processor: Callable[[Any], Any] | None = type_.dialect_impl(dialect).bind_processor(dialect)
+    return processor
+
+
+def _result_processor(type_: Any, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+    processor: Callable[[Any], Any] | None = type_.dialect_impl(dialect).result_processor(
+        dialect, coltype
+    )
+    return processor
 
 
 class Database:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection
@@ -30,7 +30,9 @@ MAX_BATCH = 64
 @dataclass(eq=False)
 class _Job:
     work: Callable[[Connection], Any]
-    ready: threading.Event = field(default_factory=threading.Event)
+    ready: threading.Event | None = None
+    """What the job waits on; only a job that queued behind a leader waits (a lone writer,
+    the common case, leads its own batch at once and never needs one)."""
     leads: bool = False
     finished: bool = False
     result: Any = None
@@ -64,11 +66,14 @@ class GroupCommit:
             if not self._leader_active:
                 self._leader_active = True
                 job.leads = True
+            else:
+                job.ready = threading.Event()
         while not job.finished:
             if job.leads:
                 job.leads = False
                 self._lead()
             else:
+                assert job.ready is not None  # a job that did not lead at once has one
                 job.ready.wait()
                 job.ready.clear()
         if job.error is not None:
@@ -91,8 +96,9 @@ class GroupCommit:
                     successor.leads = True
             for job in batch:
                 job.finished = True
-                job.ready.set()
-            if successor is not None:
+                if job.ready is not None:
+                    job.ready.set()
+            if successor is not None and successor.ready is not None:
                 successor.ready.set()
 
     def _commit(self, batch: list[_Job]) -> None:

@@ -5,16 +5,17 @@ from __future__ import annotations
 from sqlalchemy import Connection, insert
 
 from estkit.store import schema
+from estkit.store.database import insert_row
 from estkit.store.records import ArchivedKey, CertificateRecord
 
-_INSERT_KEY_ID = insert(schema.certificate_key_ids)  # built once: see store/certificates.py
+_INSERT_KEY_ID = insert_row(schema.certificate_key_ids)  # compiled once: see store/certificates.py
 
 
 def write_key_id(connection: Connection, record: CertificateRecord) -> None:
     """Index a new certificate by its subject key identifier (same transaction as the cert)."""
     if record.subject_key_id is not None:
-        connection.execute(
-            _INSERT_KEY_ID, {"serial": record.serial, "key_id": record.subject_key_id}
+        _INSERT_KEY_ID.execute(
+            connection, {"serial": record.serial, "key_id": record.subject_key_id}
         )
 
 

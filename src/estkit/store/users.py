@@ -9,11 +9,13 @@ from sqlalchemy import Connection, bindparam, delete, insert, select
 
 from estkit.store import schema
 from estkit.store.audit import write_audit
-from estkit.store.database import Database
+from estkit.store.database import Database, DriverStatement
 from estkit.store.records import AuditEvent, UserRecord
 
-# Built once: every Basic-authenticated request reads its user (see store/certificates.py).
-_USER_BY_NAME = select(schema.users).where(schema.users.c.name == bindparam("name"))
+# Compiled once: every Basic-authenticated request reads its user (see store/certificates.py).
+_USER_BY_NAME = DriverStatement(
+    select(schema.users).where(schema.users.c.name == bindparam("name"))
+)
 
 
 class UserExists(Exception):
@@ -39,8 +41,8 @@ class UserTable(Database):
 
     def user(self, name: str) -> UserRecord | None:
         def query(connection: Connection) -> UserRecord | None:
-            row = connection.execute(_USER_BY_NAME, {"name": name}).first()
-            return None if row is None else _user_record(row._mapping)
+            row = _USER_BY_NAME.first(connection, {"name": name})
+            return None if row is None else _user_record(row)
 
         return self._read(query)
 

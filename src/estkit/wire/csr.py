@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import AttributeOID
 from pyasn1.codec.der import decoder
@@ -16,6 +19,62 @@ from estkit.errors import BadCsrSignature, MalformedDer, PolicyViolation
 from estkit.wire.der import content_bounds
 
 
+class CsrFacts:
+    """What the policy checks and the certificate builder read off one CSR, each worked out
+    once: cryptography parses a CSR's subject and public key again on every access, and
+    verifies its signature again on every ``is_signature_valid`` (~80 us).  A failure is
+    not kept: asking again raises it again."""
+
+    __slots__ = ("_public_key", "_signature_valid", "_spki", "_subject", "csr")
+
+    def __init__(self, csr: x509.CertificateSigningRequest) -> None:
+        self.csr = csr
+        self._subject: x509.Name | None = None
+        self._public_key: CertificatePublicKeyTypes | None = None
+        self._spki: bytes | None = None
+        self._signature_valid: bool | None = None
+
+    @property
+    def subject(self) -> x509.Name:
+        if self._subject is None:
+            self._subject = self.csr.subject
+        return self._subject
+
+    @property
+    def public_key(self) -> CertificatePublicKeyTypes:
+        if self._public_key is None:
+            self._public_key = self.csr.public_key()
+        return self._public_key
+
+    @property
+    def spki(self) -> bytes:
+        """The public key's DER SubjectPublicKeyInfo as cryptography encodes it (what a
+        certificate for the key carries, and what its fingerprint is taken of)."""
+        if self._spki is None:
+            self._spki = self.public_key.public_bytes(
+                Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+            )
+        return self._spki
+
+    @property
+    def signature_valid(self) -> bool:
+        if self._signature_valid is None:
+            self._signature_valid = self.csr.is_signature_valid
+        return self._signature_valid
+
+
+_recent = threading.local()
+
+
+def csr_facts(csr: x509.CertificateSigningRequest) -> CsrFacts:
+    """The facts of csr, kept for the calling thread's most recent CSR: an enrollment loads,
+    checks and signs its CSR on one worker thread."""
+    facts: CsrFacts | None = getattr(_recent, "facts", None)
+    if facts is None or facts.csr is not csr:
+        facts = _recent.facts = CsrFacts(csr)
+    return facts
+
+
 def load_csr(der: bytes, ignore_key: bool = False) -> x509.CertificateSigningRequest:
     """Parse one DER CertificationRequest; BER forms and trailing bytes are refused.
 
@@ -24,9 +83,10 @@ def load_csr(der: bytes, ignore_key: bool = False) -> x509.CertificateSigningReq
     """
     try:
         csr = x509.load_der_x509_csr(der)
+        facts = csr_facts(csr)
         # Touch the lazily parsed parts so that a malformed subject, attribute or extension
         # surfaces here as bad DER rather than later as an unexpected exception.
-        csr.subject.rfc4514_string()
+        facts.subject.rfc4514_string()
         _ = csr.attributes
         _ = csr.extensions
     except ValueError as exc:
@@ -37,11 +97,11 @@ def load_csr(der: bytes, ignore_key: bool = False) -> x509.CertificateSigningReq
         raise PolicyViolation(f"the CSR requests extension {exc.oid.dotted_string} twice") from None
     if ignore_key:
         return csr
-    _check_public_key(csr)
+    _check_public_key(facts)
     try:
         # Computed now so that an unusable algorithm/key pairing is a 400 here, not a crash in
         # the policy checks that later ask whether the signature is valid.
-        _ = csr.is_signature_valid
+        _ = facts.signature_valid
     except (UnsupportedAlgorithm, ValueError, TypeError) as exc:
         oid = csr.signature_algorithm_oid
         name = getattr(oid, "_name", None) or oid.dotted_string
@@ -106,10 +166,11 @@ def _names_a_curve(parameters: bytes | None) -> bool:
     return not rest
 
 
-def _check_public_key(csr: x509.CertificateSigningRequest) -> None:
+def _check_public_key(facts: CsrFacts) -> None:
     """The key must be one this server can use: a known algorithm, a valid key, a named curve."""
+    csr = facts.csr
     try:
-        key = csr.public_key()
+        key = facts.public_key
     except UnsupportedAlgorithm as exc:
         raise PolicyViolation(
             f"the CSR's public key is of a type this server does not support ({exc})"
@@ -121,8 +182,7 @@ def _check_public_key(csr: x509.CertificateSigningRequest) -> None:
     if not isinstance(key, ec.EllipticCurvePublicKey):
         return
     # The re-encoding names the curve: when it is what was sent, the request named it too.
-    named = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    if not _sent_spki_is(csr, named) and not _names_a_curve(_ec_parameters(csr)):
+    if not _sent_spki_is(csr, facts.spki) and not _names_a_curve(_ec_parameters(csr)):
         raise PolicyViolation(
             "the CSR's EC key does not name its curve (explicit curve parameters); "
             "RFC 5480 requires a named curve such as prime256v1"

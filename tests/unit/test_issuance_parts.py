@@ -1,0 +1,137 @@
+"""What an enrollment works out once and reuses: a CSR's parsed parts and signature check
+(wire/csr.py), the record of a certificate from what built it (authority/service.py), and the
+store record a renewal's label check shares with certificate_anchor."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from estkit.authority.ca import CertificateAuthority
+from estkit.authority.checks import check_signature
+from estkit.authority.identity import OWN_ANCHOR, Channel, Identity
+from estkit.authority.issue import PublicUrls, build_certificate
+from estkit.authority.profile import parse_profile
+from estkit.authority.request import EnrollmentRequest
+from estkit.authority.service import Authority, certificate_record, issued_record
+from estkit.errors import BadCsrSignature, Forbidden
+from estkit.store import Store
+from estkit.wire.csr import csr_facts, load_csr
+from tests.esthttp import make_csr, new_key
+from tests.pki import make_ca
+
+URLS = PublicUrls("http://ca.example:8080")
+SANS = [
+    x509.DNSName("d.example"),
+    x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+    x509.IPAddress(ipaddress.ip_address("::1")),
+    x509.RFC822Name("a@b.example"),
+]
+
+
+@pytest.fixture(scope="module")
+def ca() -> CertificateAuthority:
+    key, cert = make_ca("Issuing CA")
+    return CertificateAuthority(root=cert, issuing=cert, issuing_key=key)
+
+
+def test_csr_facts_are_worked_out_once_per_csr() -> None:
+    csr = load_csr(make_csr("dev", sans=SANS)[1])
+    facts = csr_facts(csr)
+    assert csr_facts(csr) is facts
+    assert facts.subject == csr.subject
+    assert facts.public_key == csr.public_key()
+    assert facts.spki == csr.public_key().public_bytes(
+        Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+    )
+    assert facts.signature_valid is csr.is_signature_valid is True
+    other = load_csr(make_csr("other")[1])
+    assert csr_facts(other) is not facts
+    found: list[object] = []
+    worker = threading.Thread(target=lambda: found.append(csr_facts(other)))
+    worker.start()
+    worker.join()
+    assert found[0] is not csr_facts(other)  # each thread keeps its own
+
+
+def test_a_bad_signature_stays_refused_after_load_csr() -> None:
+    der = bytearray(make_csr("dev")[1])
+    der[-1] ^= 0x01  # inside the signature's last integer
+    csr = load_csr(bytes(der))
+    request = EnrollmentRequest(
+        label="",
+        csr=csr,
+        identity=Identity(name="u", method="basic"),
+        channel=Channel("TLSv1.3", None, None, None),
+    )
+    with pytest.raises(BadCsrSignature):
+        check_signature(request, parse_profile("", {}))
+
+
+@pytest.mark.parametrize("key_type", ["ec-p256", "ec-p384", "rsa-2048", "ed25519"])
+@pytest.mark.parametrize(("cn", "sans"), [("dev", None), ("dev", SANS), (None, SANS)])
+@pytest.mark.parametrize("server_key", [False, True])
+def test_record_from_building_equals_record_read_off_the_certificate(
+    ca: CertificateAuthority,
+    key_type: str,
+    cn: str | None,
+    sans: list[x509.GeneralName] | None,
+    server_key: bool,
+) -> None:
+    csr = load_csr(make_csr(cn, key=new_key(key_type), sans=sans)[1])
+    profile = parse_profile("", {"san_types": ["dns", "ip"]})
+    public_key = new_key("ec-p256").public_key() if server_key else None
+    now = datetime.now(UTC)
+    issued = build_certificate(ca, csr, profile, 0x1234, now, URLS, public_key=public_key)
+    args = ("", "user:u", "enroll", ca.issuing_id, now, "ab")
+    assert issued_record(issued, *args) == certificate_record(issued.certificate, *args)
+
+
+@pytest.fixture
+def authority(ca: CertificateAuthority, tmp_path: Path) -> Iterator[Authority]:
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.create_schema()
+    profiles = {"": parse_profile("", {}), "iot": parse_profile("iot", {})}
+    yield Authority(ca, profiles, store, URLS)
+    store.close()
+
+
+def renewal(cert: x509.Certificate, label: str) -> EnrollmentRequest:
+    identity = Identity(name="dev", method="certificate", anchor=OWN_ANCHOR, certificate=cert)
+    return EnrollmentRequest(
+        label=label,
+        csr=load_csr(make_csr("dev")[1]),
+        identity=identity,
+        channel=Channel("TLSv1.3", None, cert, OWN_ANCHOR),
+        renewing=cert,
+    )
+
+
+@pytest.mark.parametrize("anchored_here", [True, False])
+def test_a_certificate_renews_only_on_its_own_label(
+    authority: Authority, anchored_here: bool
+) -> None:
+    """With certificate_anchor's record on this thread, or read again from the store."""
+    enrolled = EnrollmentRequest(
+        label="",
+        csr=load_csr(make_csr("dev")[1]),
+        identity=Identity(name="u", method="basic"),
+        channel=Channel("TLSv1.3", None, None, None),
+    )
+    cert = authority.enroll(enrolled)
+    if anchored_here:
+        assert authority.certificate_anchor(cert) == OWN_ANCHOR
+    with pytest.raises(Forbidden, match="can only be renewed there"):
+        authority.enroll(renewal(cert, "iot"))
+    renewed = authority.enroll(renewal(cert, ""))
+    record = authority.store.certificate(format(renewed.serial_number, "x"))
+    assert record is not None
+    assert (record.label, record.kind) == ("", "rekey")
+    assert record.replaces_serial == format(cert.serial_number, "x")
