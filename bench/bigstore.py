@@ -40,7 +40,8 @@ from bench.procstat import tree_cpu_seconds
 from estkit.authority.ca import CertificateAuthority
 from estkit.authority.crl import CrlPublisher
 from estkit.config import Config, load_config
-from estkit.store import Store, schema
+from estkit.store import CertificateRecord, Store, schema
+from estkit.store.certificate_listing import CertificateFilter, list_certificates
 from estkit.store.database import driver_url
 
 BATCH = 10_000
@@ -157,8 +158,13 @@ def operator_times(data_dir: Path, needle: str, runs: int = 5) -> OperatorTimes:
     store = Store(config.store_url)
     try:
         now = datetime.now(UTC)
-        matches = len(store.find_certificates(now=now, subject=needle))
-        query = _timed_runs(lambda: store.find_certificates(now=now, subject=needle), runs)
+        wanted = CertificateFilter(subject=needle)
+
+        def listing() -> list[CertificateRecord]:
+            return list_certificates(config.store_url, config.store_busy_timeout, wanted, now)
+
+        matches = len(listing())
+        query = _timed_runs(listing, runs)
         out = data_dir / "bench.crl"
         # Due (the seeded revocations): the command signs the CRL, as after a revocation.
         crl_cli = cli_seconds("crl", "--dir", str(data_dir), "--out", str(out))

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from estkit.authority.crl import CrlSettingError, CrlSettings, parse_crl_settings
+from estkit.authority.crl_settings import CrlSettingError, CrlSettings, parse_crl_settings
 from estkit.authority.ocsp_settings import OcspSettingError, OcspSettings, parse_ocsp_settings
 from estkit.authority.profile import DEFAULT_LABEL, Profile, ProfileError, parse_profile
-from estkit.authority.token import (
+from estkit.authority.token_settings import (
     DEFAULT_PIN_ENV,
     URI_SCHEME,
     KeyRef,

@@ -12,7 +12,8 @@ import pytest
 from cryptography import x509
 
 from estkit.authority.ca import CertificateAuthority
-from estkit.authority.crl import CrlPublisher, CrlSettings
+from estkit.authority.crl import CrlPublisher
+from estkit.authority.crl_settings import CrlSettings
 from estkit.authority.pki import create_pki
 from estkit.authority.revocation import revoke
 from estkit.store import CertificateRecord, Store

@@ -6,6 +6,8 @@ from __future__ import annotations
 import getpass
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -102,6 +104,58 @@ def test_list_refuses_unknown_status(est_server):
     result = cert_cli(est_server, "list", "--status", "gone")
     assert result.returncode == 2
     assert "valid" in result.stderr and "expired" in result.stderr
+
+
+LOAD_PROBE = """
+import sys
+from estkit.cli.main import main
+main(sys.argv[1:])
+heavy = ("sqlalchemy", "alembic", "pkcs11", "pyasn1_modules", "aiohttp", "argon2")
+print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] in heavy))
+"""
+
+
+def probe_loaded(*args: str) -> str:
+    process = subprocess.run(
+        [sys.executable, "-c", LOAD_PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return process.stdout.splitlines()[-1]
+
+
+def test_list_starts_without_the_store_and_ca_machinery(est_server, tmp_path):
+    """A listing is a whole process: it reads the table with the DBAPI driver alone (the
+    200 ms budget of bench/RESULTS.md's large store), while ``cert show`` still loads the
+    store's SQLAlchemy layer, so the probe can tell the two apart."""
+    holder = enroll(est_server, tmp_path)
+    directory = str(est_server.data_dir)
+    assert probe_loaded("cert", "list", "--dir", directory, "--json") == "LOADED []"
+    shown = probe_loaded("cert", "show", holder.serial, "--dir", directory, "--json")
+    assert "sqlalchemy" in shown
+
+
+def test_list_without_its_database_file_is_a_one_line_error(tmp_path):
+    data_dir = init_instance(tmp_path / "instance")
+    (data_dir / "estkit.db").unlink()
+    line = failed(estkit("cert", "list", "--dir", str(data_dir)))
+    assert line == "estkit: error: cannot read the certificate store: unable to open database file"
+    assert not (data_dir / "estkit.db").exists()  # a listing never creates an empty store
+
+
+def test_list_with_an_unreachable_postgresql_is_a_one_line_error(tmp_path):
+    data_dir = init_instance(tmp_path / "instance")
+    config = data_dir / "estkit.toml"
+    text = config.read_text().replace(
+        'url = "sqlite:///estkit.db"', 'url = "postgresql://postgres@127.0.0.1:1/estkit"'
+    )
+    assert "127.0.0.1:1" in text
+    config.write_text(text)
+    line = failed(estkit("cert", "list", "--dir", str(data_dir)))
+    assert line.startswith("estkit: error: cannot read the certificate store: ")
+    assert "127.0.0.1" in line
 
 
 # cert show --------------------------------------------------------------------------------------

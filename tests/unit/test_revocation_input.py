@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from estkit.authority.crl import CrlSettingError, CrlSettings, parse_crl_settings
+from estkit.authority.crl_settings import CrlSettingError, CrlSettings, parse_crl_settings
 from estkit.authority.revocation import canonical_reason, parse_serial
 from estkit.cli.audit import parse_since
 from estkit.cli.common import CommandError

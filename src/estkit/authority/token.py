@@ -20,10 +20,8 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Self, cast
-from urllib.parse import quote, unquote
 
 import pkcs11
 from cryptography import utils as crypto_utils
@@ -44,14 +42,20 @@ from pkcs11.exceptions import (
 from pkcs11.types import SignMixin
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
-from estkit.authority.keys import KeyFileError, load_private_key, read_owner_only
+from estkit.authority.keys import load_private_key
+from estkit.authority.token_settings import (
+    DEFAULT_PIN_ENV,
+    KeyRef,
+    Pkcs11Uri,
+    TokenError,
+    TokenKeyRef,
+    TokenSettings,
+)
 from estkit.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
     from pkcs11._pkcs11 import lib as Pkcs11Library
 
-URI_SCHEME = "pkcs11:"
-DEFAULT_PIN_ENV = "ESTKIT_PKCS11_PIN"
 MODULE_CANDIDATES = (
     "/usr/lib/softhsm/libsofthsm2.so",
     "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
@@ -83,13 +87,6 @@ _SESSION_LOST = (
 """Errors after which the session is gone: the next signature opens and logs in again."""
 
 
-class TokenError(KeyFileError):
-    """The PKCS#11 module, token, PIN or key object is missing or refused.
-
-    A KeyFileError, so every command that reports an unusable CA key reports this too.
-    """
-
-
 class TokenUnavailable(TokenError, ServiceUnavailable):
     """The token would not sign while serving (gone, reset, refusing the login): a request
     gets 503 with Retry-After and nothing issued, a command its one-line error."""
@@ -98,80 +95,6 @@ class TokenUnavailable(TokenError, ServiceUnavailable):
 def find_softhsm_module() -> Path | None:
     """SoftHSM2's PKCS#11 module where this system has one."""
     return next((Path(p) for p in MODULE_CANDIDATES if Path(p).is_file()), None)
-
-
-@dataclass(frozen=True)
-class Pkcs11Uri:
-    """``pkcs11:token=LABEL;object=LABEL`` (RFC 7512; the attributes this server needs)."""
-
-    token: str
-    object: str
-
-    @classmethod
-    def parse(cls, text: str) -> Pkcs11Uri:
-        """ValueError names what is wrong; query attributes (``?pin-value=``) are refused so
-        that a PIN is never written into the configuration."""
-        if not text.startswith(URI_SCHEME):
-            raise ValueError(f"{text!r} is not a pkcs11: URI")
-        body = text[len(URI_SCHEME) :]
-        if "?" in body:
-            raise ValueError(
-                "query attributes are not supported; the PIN comes from [pkcs11] pin_file "
-                "or pin_env"
-            )
-        attributes: dict[str, str] = {}
-        for part in filter(None, body.split(";")):
-            name, sep, value = part.partition("=")
-            if not sep or name not in ("token", "object", "type"):
-                raise ValueError(f"unsupported attribute {part!r} (use token=...;object=...)")
-            attributes[name] = unquote(value)
-        if attributes.get("type", "private") != "private":
-            raise ValueError("type must be 'private': the URI names the signing key")
-        if not attributes.get("token") or not attributes.get("object"):
-            raise ValueError("needs both token=LABEL and object=LABEL")
-        return cls(attributes["token"], attributes["object"])
-
-    def __str__(self) -> str:
-        return (
-            f"{URI_SCHEME}token={quote(self.token, safe='')};object={quote(self.object, safe='')}"
-        )
-
-
-@dataclass(frozen=True)
-class TokenSettings:
-    """The ``[pkcs11]`` table: the module, and where the user PIN comes from."""
-
-    module: Path
-    pin_file: Path | None = None
-    pin_env: str | None = None
-
-    def pin(self) -> str:
-        """The user PIN, from the file (owner-readable only) or the environment variable."""
-        if self.pin_file is not None:
-            try:
-                text = read_owner_only(self.pin_file, "PIN file").decode("utf-8")
-            except (KeyFileError, UnicodeDecodeError) as exc:
-                raise TokenError(str(exc)) from None
-            pin = text.strip("\r\n")
-            if not pin:
-                raise TokenError(f"PIN file {self.pin_file} is empty")
-            return pin
-        name = self.pin_env or DEFAULT_PIN_ENV
-        pin = os.environ.get(name, "")
-        if not pin:
-            raise TokenError(f"the PKCS#11 user PIN is not set: export {name}")
-        return pin
-
-
-@dataclass(frozen=True)
-class TokenKeyRef:
-    """A signing key in a token: the configuration's ``pkcs11:`` URI and ``[pkcs11]`` table."""
-
-    settings: TokenSettings
-    uri: Pkcs11Uri
-
-    def __str__(self) -> str:
-        return str(self.uri)
 
 
 _library_pid = os.getpid()
@@ -520,10 +443,6 @@ def find_token_key(token: Token, label: str | None = None, key_id: bytes | None 
 def load_token_key(ref: TokenKeyRef) -> TokenKey:
     """The signing key a ``pkcs11:`` URI names; TokenError says what is missing."""
     return find_token_key(open_token(ref.settings, ref.uri.token), label=ref.uri.object)
-
-
-KeyRef = Path | TokenKeyRef
-"""Where a signing key is: a PEM file, or an object in a PKCS#11 token."""
 
 
 def load_signing_key(ref: KeyRef) -> CertificateIssuerPrivateKeyTypes:

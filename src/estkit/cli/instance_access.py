@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from estkit.cli.common import CommandError
 from estkit.config import Config, ConfigError, load_config
-from estkit.store import Store, StoreUnavailable
+from estkit.store.unavailable import StoreUnavailable
+
+if TYPE_CHECKING:
+    from estkit.store import Store
 
 
 def instance_config(directory: Path) -> Config:
@@ -21,6 +25,8 @@ def instance_config(directory: Path) -> Config:
 @contextmanager
 def instance_store(config: Config) -> Iterator[Store]:
     """The instance's store, closed afterwards; an unreachable store is a one-line error."""
+    from estkit.store import Store  # SQLAlchemy loads here, not for config-only commands
+
     store = Store(config.store_url, busy_timeout=config.store_busy_timeout)
     try:
         yield store
