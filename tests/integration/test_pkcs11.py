@@ -248,11 +248,6 @@ def test_a_token_key_never_exports(token_server, hsm):
         )
 
 
-def test_rollover_of_a_token_ca_is_refused_clearly(token_server):
-    message = failed(estkit("ca", "rollover", "--dir", str(token_server.data_dir)))
-    assert "is in a PKCS#11 token" in message
-
-
 def test_responder_renewal_in_the_token_keeps_two_keys(token_server, hsm, tmp_path):
     """Each renewal makes a new key in the token and destroys all but it and the one it
     replaced (which other worker processes may still sign with until they renew)."""

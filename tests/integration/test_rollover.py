@@ -1,4 +1,5 @@
-"""CA rollover end to end (RFC 7030 §4.1.3): `estkit ca rollover [--root]` on a real instance.
+"""CA rollover end to end (RFC 7030 §4.1.3): `estkit ca rollover [--root]` on a real instance,
+with the CA keys in files and in a PKCS#11 token (SoftHSM2).
 
 During the overlap cacerts carries what clients need, new certificates chain to the new CA,
 and the old CA's certificates keep authenticating, stay revocable, and get CRLs and OCSP
@@ -7,15 +8,40 @@ answers signed for their own issuer.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from pkcs11 import Attribute
 
+from estkit.authority.token import open_token
+from estkit.config import load_config
 from tests.esthttp import PKCS10, b64, make_csr, request
 from tests.estserver import EstServer, start_server
 from tests.revocation import cdp_url, enroll, estkit, failed, http_get, ok, openssl, serial_hex
+from tests.softhsm import session_token
+
+
+@pytest.fixture(params=["files", "token"])
+def ca_keys(request: pytest.FixtureRequest, tmp_path_factory) -> tuple[str, ...]:
+    """The ``estkit init`` options of the instance: CA keys in files, or in a token."""
+    if request.param == "files":
+        return ()
+    return tuple(session_token(tmp_path_factory).init_args())
+
+
+def root_key_labels(data_dir: Path) -> set[str]:
+    """The root key labels estkit.toml mentions (token instances name it in a comment)."""
+    return set(re.findall(r"estkit-root-[0-9a-f]+", (data_dir / "estkit.toml").read_text()))
+
+
+def token_uris(data_dir: Path) -> tuple[str, list[str]]:
+    """(the configured issuing key URI, the URIs the retired generations keep)."""
+    issuing = str(load_config(data_dir).issuing_key)
+    retired = sorted((data_dir / "ca" / "retired").glob("*/issuing.uri"))
+    return issuing, [path.read_text().strip() for path in retired]
 
 
 def rolled_over(server: EstServer, *flags: str) -> EstServer:
@@ -84,8 +110,9 @@ def reenroll(server: EstServer, enrolled, ca_file: Path) -> x509.Certificate:
     return cert
 
 
-def test_issuing_ca_rollover(est_server_factory, tmp_path):
-    server = est_server_factory()
+def test_issuing_ca_rollover(est_server_factory, tmp_path, ca_keys):
+    server = est_server_factory("", *ca_keys)
+    old_uri = str(load_config(server.data_dir).issuing_key)
     old_root = x509.load_pem_x509_certificate(server.ca_file.read_bytes())
     old_issuing = named(cacerts(server), "estkit Issuing CA")
     before = enroll(server, tmp_path, "before-rollover")
@@ -153,15 +180,22 @@ def test_issuing_ca_rollover(est_server_factory, tmp_path):
 
         events = [e.action for e in server.store().audit_events()]
         assert "ca.rollover" in events
+        if ca_keys:  # the new key is in the token; the retired generation names its old key
+            new_uri, retired_uris = token_uris(server.data_dir)
+            assert new_uri.startswith("pkcs11:") and new_uri != old_uri
+            assert retired_uris == [old_uri]
+            assert not list((server.data_dir / "ca").rglob("*.key"))
     finally:
         server.stop()
 
 
-def test_root_rollover_links_both_ways(est_server_factory, tmp_path):
-    server = est_server_factory()
+def test_root_rollover_links_both_ways(est_server_factory, tmp_path, ca_keys):
+    server = est_server_factory("", *ca_keys)
     old_root = x509.load_pem_x509_certificate(server.ca_file.read_bytes())
     before = enroll(server, tmp_path, "old-world")
-    old_root_key = (server.data_dir / "ca" / "root.key").read_bytes()
+    root_key_file = server.data_dir / "ca" / "root.key"
+    old_root_key = root_key_file.read_bytes() if not ca_keys else b""
+    old_root_labels = root_key_labels(server.data_dir)
     server = rolled_over(server, "--root")
     try:
         # Clients holding only the old root still reach the server and get the new chain.
@@ -196,16 +230,41 @@ def test_root_rollover_links_both_ways(est_server_factory, tmp_path):
         assert len(cacerts(server, ca_file=server.ca_file)) == len(certificates)
 
         retired = next((server.data_dir / "ca" / "retired").iterdir())
-        assert (retired / "root.key").read_bytes() == old_root_key
-        assert (retired / "root.key").stat().st_mode & 0o077 == 0
+        if ca_keys:  # both roots' keys stay in the token; no key file is written
+            assert not list((server.data_dir / "ca").rglob("*.key"))
+            # The comment naming the root key now names the new one.
+            new_root_labels = root_key_labels(server.data_dir)
+            assert len(old_root_labels) == len(new_root_labels) == 1
+            assert new_root_labels != old_root_labels
+            assert (retired / "issuing.uri").read_text().startswith("pkcs11:")
+        else:
+            assert (retired / "root.key").read_bytes() == old_root_key
+            assert (retired / "root.key").stat().st_mode & 0o077 == 0
     finally:
         server.stop()
 
 
-def test_rollover_needs_the_root_key(est_server_factory):
-    server = est_server_factory()
+def take_root_key_away(data_dir: Path) -> None:
+    """The root key goes offline: its file is moved away, or its pair leaves the token."""
+    config = load_config(data_dir)
+    root_key = data_dir / "ca" / "root.key"
+    if root_key.exists():
+        root_key.rename(data_dir / "root.key.offline")
+        return
+    root = x509.load_pem_x509_certificate(config.root_cert.read_bytes())
+    key_id = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    token = open_token(config.issuing_key.settings, config.issuing_key.uri.token)
+    with token.session() as session:
+        pair = list(session.get_objects({Attribute.ID: key_id}))
+        assert len(pair) == 2, pair
+        for key in pair:
+            key.destroy()
+
+
+def test_rollover_needs_the_root_key(est_server_factory, ca_keys):
+    server = est_server_factory("", *ca_keys)
     server.stop()
-    (server.data_dir / "ca" / "root.key").rename(server.data_dir / "root.key.offline")
+    take_root_key_away(server.data_dir)
     reason = failed(estkit("ca", "rollover", "--dir", str(server.data_dir)))
     assert "root CA key is needed" in reason
     assert not (server.data_dir / "ca" / "retired").exists()

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from estkit.authority.keys import load_private_key
+from estkit.authority.keys import generate_key, load_private_key
 from estkit.authority.pki import create_pki
 from estkit.authority.rollover import next_generation_name, roll_issuing, roll_root
 
@@ -91,7 +91,7 @@ def openssl_verify(tmp_path, anchor, untrusted, leaf) -> subprocess.CompletedPro
 
 def test_issuing_rollover_chains_to_the_same_root(pki, tmp_path):
     now = datetime.now(UTC)
-    new = roll_issuing(pki["root"], pki["root_key"], pki["issuing"], "ec-p256", now)
+    new = roll_issuing(pki["root"], pki["root_key"], pki["issuing"], generate_key("ec-p256"), now)
     assert new.certificate.issuer == pki["root"].subject
     assert new.certificate.subject != pki["issuing"].subject
     assert new.certificate.not_valid_after_utc <= pki["root"].not_valid_after_utc
@@ -102,9 +102,11 @@ def test_issuing_rollover_chains_to_the_same_root(pki, tmp_path):
 
 def test_root_rollover_links_validate_both_ways(pki, tmp_path):
     now = datetime.now(UTC)
-    rolled = roll_root(pki["root"], pki["root_key"], "ec-p256", now)
+    rolled = roll_root(pki["root"], pki["root_key"], generate_key("ec-p256"), now)
     new_root = rolled.new_root.certificate
-    new_issuing = roll_issuing(new_root, rolled.new_root.key, pki["issuing"], "ec-p256", now)
+    new_issuing = roll_issuing(
+        new_root, rolled.new_root.key, pki["issuing"], generate_key("ec-p256"), now
+    )
     new_leaf = leaf_under(new_issuing.certificate, new_issuing.key)
     old_issuing_key = load_private_key(pki["dir"] / "ca/issuing.key")
     old_leaf = leaf_under(pki["issuing"], old_issuing_key)

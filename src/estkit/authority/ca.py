@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from estkit.authority.token import KeyRef, load_signing_key
+from estkit.authority.token import KeyRef, Pkcs11Uri, TokenKeyRef, load_signing_key
 
 
 def load_pem_certificates(path: Path) -> list[x509.Certificate]:
@@ -40,7 +40,9 @@ def is_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 RETIRED_DIR = "retired"
 """Beside the issuing CA's files: one directory per retired generation (named by its SKI)
-holding root.pem, issuing.pem and issuing.key, written by ``estkit ca rollover``."""
+holding root.pem, issuing.pem and the key: issuing.key, or issuing.uri (its ``pkcs11:`` URI)
+when the key is in a token; written by ``estkit ca rollover``."""
+RETIRED_KEY_URI = "issuing.uri"
 LINKS_DIR = "links"
 """Beside the issuing CA's files: root rollover link certificates (OldWithNew, NewWithOld)."""
 
@@ -70,7 +72,9 @@ class CertificateAuthority:
         retired_dir = issuing_cert.parent / RETIRED_DIR
         for directory in sorted(retired_dir.iterdir()) if retired_dir.is_dir() else []:
             generation = cls._load_generation(
-                directory / "root.pem", directory / "issuing.pem", directory / "issuing.key"
+                directory / "root.pem",
+                directory / "issuing.pem",
+                _retired_key(directory, issuing_key),
             )
             if generation.issuing.not_valid_after_utc > now:
                 retired.append(generation)
@@ -129,3 +133,14 @@ class CertificateAuthority:
     @property
     def root_id(self) -> str:
         return subject_key_id(self.root)
+
+
+def _retired_key(directory: Path, current: KeyRef) -> KeyRef:
+    """A retired generation's key: its file, or the token object its issuing.uri names (in
+    the token of the current key, whose [pkcs11] settings it shares)."""
+    uri_file = directory / RETIRED_KEY_URI
+    if not uri_file.exists():
+        return directory / "issuing.key"
+    if not isinstance(current, TokenKeyRef):
+        raise ValueError(f"{uri_file} names a key in a PKCS#11 token, but [pkcs11] is not set")
+    return TokenKeyRef(current.settings, Pkcs11Uri.parse(uri_file.read_text().strip()))

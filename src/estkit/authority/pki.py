@@ -126,7 +126,7 @@ def _write_pem(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _ca_key(
+def new_ca_key(
     token: Token | None, key_type: str, role: str
 ) -> tuple[CertificateIssuerPrivateKeyTypes, str | None]:
     """A new CA key, in the token when there is one: (key, its pkcs11: URI or None)."""
@@ -153,7 +153,7 @@ def create_pki(
     (directory / "ca").mkdir(mode=0o700)
     (directory / "tls").mkdir(mode=0o700)
 
-    root_key, root_uri = _ca_key(token, key_type, "root")
+    root_key, root_uri = new_ca_key(token, key_type, "root")
     root_name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, ca_name),
@@ -163,7 +163,7 @@ def create_pki(
     root = ca_certificate(
         root_name, root_key.public_key(), root_name, root_key, now + ROOT_VALIDITY, None, now
     )
-    issuing_key, issuing_uri = _ca_key(token, key_type, "issuing")
+    issuing_key, issuing_uri = new_ca_key(token, key_type, "issuing")
     issuing_name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, ca_name),

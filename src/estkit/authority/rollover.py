@@ -18,7 +18,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
-from estkit.authority.keys import generate_key
 from estkit.authority.pki import ISSUING_VALIDITY, ROOT_VALIDITY, ca_certificate
 
 _GENERATION = re.compile(r"^(.*?)(?: G(\d+))?$")
@@ -52,11 +51,11 @@ def roll_issuing(
     root: x509.Certificate,
     root_key: CertificateIssuerPrivateKeyTypes,
     current: x509.Certificate,
-    key_type: str,
+    key: CertificateIssuerPrivateKeyTypes,
     now: datetime,
 ) -> CaGeneration:
-    """A new issuing CA under root, named after the current one, never outliving the root."""
-    key = generate_key(key_type)
+    """A new issuing CA for ``key`` (a new key, in a file or a token) under root, named after
+    the current one, never outliving the root."""
     not_after = min(now + ISSUING_VALIDITY, root.not_valid_after_utc)
     certificate = ca_certificate(
         next_generation_name(current.subject),
@@ -82,11 +81,11 @@ class RootRollover:
 def roll_root(
     old_root: x509.Certificate,
     old_root_key: CertificateIssuerPrivateKeyTypes,
-    key_type: str,
+    key: CertificateIssuerPrivateKeyTypes,
     now: datetime,
 ) -> RootRollover:
-    """A new root and its links to the old one (both links end when the old root does)."""
-    key = generate_key(key_type)
+    """A new root for ``key`` and its links to the old one (both links end when the old root
+    does)."""
     name = next_generation_name(old_root.subject)
     new_with_new = ca_certificate(name, key.public_key(), name, key, now + ROOT_VALIDITY, None, now)
     overlap_end = old_root.not_valid_after_utc

@@ -6,24 +6,46 @@ OldWithNew and NewWithOld link certificates — while the replaced generation mo
 files are written to ``ca/.rollover/`` first and then renamed into place; a rollover that was
 interrupted is completed by running the command again.  A running server picks up the new
 generation when restarted.
+
+With the CA keys in a PKCS#11 token the new keys are made in the same token; the staged files
+then include estkit.toml with ``issuing_key`` naming the new key, and the retired generation
+keeps its key's URI (issuing.uri) instead of a key file.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from estkit.authority.ca import LINKS_DIR, RETIRED_DIR, CertificateAuthority, subject_key_id
+from estkit.authority.ca import (
+    LINKS_DIR,
+    RETIRED_DIR,
+    RETIRED_KEY_URI,
+    CertificateAuthority,
+    subject_key_id,
+)
 from estkit.authority.keys import KEY_TYPES, KeyFileError, load_private_key, write_private_key
+from estkit.authority.pki import new_ca_key
 from estkit.authority.rollover import roll_issuing, roll_root
+from estkit.authority.token import (
+    Pkcs11Uri,
+    Token,
+    TokenError,
+    TokenKeyRef,
+    find_token_key,
+    open_token,
+)
 from estkit.cli.common import CommandError, add_dir_option, operator_actor
 from estkit.cli.instance_access import instance_config, instance_store
-from estkit.config import Config
+from estkit.config import CONFIG_NAME, Config
 from estkit.store import AuditEvent
 from estkit.wire.keytypes import key_type_of
 
@@ -80,15 +102,21 @@ def _pem(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(Encoding.PEM))
 
 
-def _retire(ca: CertificateAuthority, ca_dir: Path, root_key_path: Path | None) -> Path:
-    """Copy the current generation (root cert, issuing cert and key) to retired/<id>/; on a
-    root rollover also the old root key, which is never destroyed: take it offline."""
+def _retire(
+    ca: CertificateAuthority, ca_dir: Path, config: Config, root_key_path: Path | None
+) -> Path:
+    """Copy the current generation (root cert, issuing cert, and the issuing key or, for a
+    key in a token, its URI) to retired/<id>/; on a root rollover with key files also the old
+    root key, which is never destroyed: take it offline."""
     target = ca_dir / RETIRED_DIR / ca.issuing_id
     target.mkdir(mode=0o700, parents=True, exist_ok=True)
     _pem(target / "root.pem", ca.root)
     _pem(target / "issuing.pem", ca.issuing)
-    (target / "issuing.key").unlink(missing_ok=True)
-    write_private_key(target / "issuing.key", ca.issuing_key)
+    if isinstance(config.issuing_key, TokenKeyRef):
+        (target / RETIRED_KEY_URI).write_text(f"{config.issuing_key.uri}\n")
+    else:
+        (target / "issuing.key").unlink(missing_ok=True)
+        write_private_key(target / "issuing.key", ca.issuing_key)
     if root_key_path is not None:
         (target / "root.key").unlink(missing_ok=True)
         shutil.copy2(root_key_path, target / "root.key")  # keeps mode 0600
@@ -106,26 +134,20 @@ def _serve_link(tls_chain: Path, old_with_new: x509.Certificate) -> None:
         partial.replace(tls_chain)
 
 
-def _key_file(config: Config) -> Path:
-    """The issuing CA key file: a rollover writes the new key beside the certificates."""
-    if not isinstance(config.issuing_key, Path):
-        raise CommandError(
-            f"the issuing CA key is in a PKCS#11 token ({config.issuing_key}); 'estkit ca "
-            "rollover' supports key files only so far"
-        )
-    return config.issuing_key
-
-
 def _commit(ca_dir: Path, config: Config) -> list[str]:
-    """Rename every staged file into place (root first), then drop the staging directory."""
+    """Rename every staged file into place (root first, the configuration last), then drop
+    the staging directory."""
     stage = ca_dir / STAGING_DIR
     moved = []
     targets = {
         "root.pem": config.root_cert,
         "root.key": config.root_cert.with_suffix(".key"),
         "issuing.pem": config.issuing_cert,
-        "issuing.key": _key_file(config),
+        "issuing.key": ca_dir / "issuing.key",
+        CONFIG_NAME: config.path,
     }
+    if isinstance(config.issuing_key, Path):
+        targets["issuing.key"] = config.issuing_key
     for name, target in targets.items():
         if (stage / name).exists():
             (stage / name).replace(target)
@@ -135,48 +157,101 @@ def _commit(ca_dir: Path, config: Config) -> list[str]:
     return moved
 
 
+class _KeyMaker:
+    """Where the rollover's keys are: key files in ca/, or objects in the CA's token."""
+
+    def __init__(self, config: Config) -> None:
+        self.token: Token | None = None
+        if isinstance(config.issuing_key, TokenKeyRef):
+            ref = config.issuing_key
+            try:
+                self.token = open_token(ref.settings, ref.uri.token)
+            except TokenError as exc:
+                raise CommandError(str(exc)) from None
+
+    def root_key(
+        self, config: Config, ca: CertificateAuthority
+    ) -> CertificateIssuerPrivateKeyTypes:
+        """The current root's key: ca/root.key, or the token's key whose CKA_ID is the root's
+        key identifier (how estkit init and rollover make them)."""
+        try:
+            if self.token is None:
+                return load_private_key(config.root_cert.with_suffix(".key"))
+            return find_token_key(self.token, key_id=bytes.fromhex(ca.root_id))
+        except KeyFileError as exc:
+            raise CommandError(
+                f"the root CA key is needed to sign the new CA: {exc} (bring the offline root "
+                "key back for the rollover)"
+            ) from None
+
+    def new_key(self, key_type: str, role: str) -> tuple[CertificateIssuerPrivateKeyTypes, str]:
+        """A new CA key, and its pkcs11: URI ('' for a key file)."""
+        try:
+            key, uri = new_ca_key(self.token, key_type, role)
+        except TokenError as exc:
+            raise CommandError(str(exc)) from None
+        return key, uri or ""
+
+
+def _with_issuing_key(config: Config, uri: str, root_uris: tuple[str, str] | None = None) -> str:
+    """The configuration's text with [ca] issuing_key set to a token key's URI, and on a root
+    rollover the old root key's URI (in the comment init writes) replaced by the new one's."""
+    text = config.path.read_text()
+    if root_uris is not None:
+        text = text.replace(*root_uris)
+    line = re.compile(r"^(\s*issuing_key\s*=).*$", re.MULTILINE)
+    if len(line.findall(text)) != 1:
+        raise CommandError(f"{config.path}: cannot find the one issuing_key setting to update")
+    return line.sub(lambda match: f"{match.group(1)} {json.dumps(uri)}", text)
+
+
 def cmd_ca_rollover(args: argparse.Namespace) -> int:
     config = instance_config(args.dir)
-    _key_file(config)
     ca_dir = config.issuing_cert.parent
     if (ca_dir / STAGING_DIR).exists():
         moved = _commit(ca_dir, config)
-        _load(config)  # the completed generation must load, or say why
+        _load(instance_config(args.dir))  # the completed generation must load, or say why
         print(f"completed an interrupted rollover ({', '.join(moved) or 'nothing left to move'})")
         print("restart 'estkit serve' to issue under the new CA")
         return 0
     ca = _load(config)
-    root_key_path = config.root_cert.with_suffix(".key")
-    try:
-        root_key = load_private_key(root_key_path)
-    except KeyFileError as exc:
-        raise CommandError(
-            f"the root CA key is needed to sign the new CA: {exc} (bring the offline root key "
-            "back for the rollover)"
-        ) from None
+    keys = _KeyMaker(config)
+    root_key = keys.root_key(config, ca)
+    if keys.token is not None:
+        _with_issuing_key(config, "")  # refuse a configuration it cannot update, before any key
     now = datetime.now(UTC)
-    key_type = args.key_type or key_type_of(ca.issuing_key)
     stage = ca_dir / STAGING_DIR
     stage.mkdir(mode=0o700)
-    root, signing_key, links = ca.root, root_key, []
+    root, signing_key, links, root_uris = ca.root, root_key, [], None
     if args.root:
-        rolled = roll_root(ca.root, root_key, args.key_type or key_type_of(root_key), now)
+        new_root_key, new_root_uri = keys.new_key(args.key_type or key_type_of(root_key), "root")
+        if keys.token is not None:
+            old_label = keys.token.private_key(key_id=bytes.fromhex(ca.root_id)).label
+            root_uris = (str(Pkcs11Uri(keys.token.label, old_label)), new_root_uri)
+        rolled = roll_root(ca.root, root_key, new_root_key, now)
         root, signing_key = rolled.new_root.certificate, rolled.new_root.key
         links = [rolled.old_with_new, rolled.new_with_old]
         _pem(stage / "root.pem", root)
-        write_private_key(stage / "root.key", signing_key)
-    issuing = roll_issuing(root, signing_key, ca.issuing, key_type, now)
+        if keys.token is None:
+            write_private_key(stage / "root.key", signing_key)
+    issuing_key, issuing_uri = keys.new_key(args.key_type or key_type_of(ca.issuing_key), "issuing")
+    issuing = roll_issuing(root, signing_key, ca.issuing, issuing_key, now)
     _pem(stage / "issuing.pem", issuing.certificate)
-    write_private_key(stage / "issuing.key", issuing.key)
+    if issuing_uri:
+        (stage / CONFIG_NAME).write_text(_with_issuing_key(config, issuing_uri, root_uris))
+        shutil.copymode(config.path, stage / CONFIG_NAME)
+    else:
+        write_private_key(stage / "issuing.key", issuing.key)
 
-    retired = _retire(ca, ca_dir, root_key_path if args.root else None)
+    root_key_path = config.root_cert.with_suffix(".key") if keys.token is None else None
+    retired = _retire(ca, ca_dir, config, root_key_path if args.root else None)
     if links:
         (ca_dir / LINKS_DIR).mkdir(mode=0o755, exist_ok=True)
         for name, link in zip(("old-with-new", "new-with-old"), links, strict=True):
             _pem(ca_dir / LINKS_DIR / f"{subject_key_id(root)}-{name}.pem", link)
         _serve_link(config.tls_cert, links[0])
     _commit(ca_dir, config)
-    new = _load(config)
+    new = _load(instance_config(args.dir))
 
     detail = {
         "root": args.root,
@@ -199,7 +274,10 @@ def cmd_ca_rollover(args: argparse.Namespace) -> int:
     if args.root:
         print(f"new root CA:    {_describe(new.root)}")
         print(f"link certificates (OldWithNew, NewWithOld) in {ca_dir / LINKS_DIR}")
-        print(f"the old root key was moved to {retired / 'root.key'}: take it offline")
+        if keys.token is None:
+            print(f"the old root key was moved to {retired / 'root.key'}: take it offline")
+        else:
+            print(f"the old root key stays in token {keys.token.label!r}: it signs nothing more")
     print(f"retired issuing CA kept in {retired} (it signs CRLs and OCSP for its certificates)")
     print("restart 'estkit serve' to issue under the new CA")
     return 0
