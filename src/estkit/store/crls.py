@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, insert, select
 
 from estkit.store import schema
 from estkit.store.audit import write_audit
@@ -113,14 +113,12 @@ def _state(connection: Connection, issuer_id: str) -> CrlState:
         .order_by(schema.crls.c.number.desc())
         .limit(1)
     ).first()
+    counts = schema.revocation_counts.c
     count = connection.execute(
-        select(func.count())
-        .select_from(schema.certificates)
-        .where(schema.certificates.c.status == "revoked")
-        .where(schema.certificates.c.issuer_id == issuer_id)
-    ).scalar_one()
+        select(counts.revoked).where(counts.issuer_id == issuer_id)
+    ).scalar_one_or_none()
     latest = None if row is None else CrlInfo(**_info_fields(row._mapping))
-    return CrlState(latest=latest, revoked_count=int(count))
+    return CrlState(latest=latest, revoked_count=int(count or 0))
 
 
 def _revoked_entries(

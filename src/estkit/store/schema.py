@@ -108,8 +108,9 @@ Index(
     certificates.c.revocation_reason,
     certificates.c.not_after,
 )
-"""Covers the CRL's reads (store/crls.py): an issuer's revoked entries in CRL order, and
-their count that every worker polls each second, from the index alone (revision 0002)."""
+"""Covers the CRL's read (store/crls.py): an issuer's revoked entries in CRL order, from the
+index alone (revision 0002).  Their count, which every worker polls each second, is kept in
+revocation_counts (revision 0003)."""
 # Subject search (cert list --subject) has an index too, outside this metadata: an FTS5
 # trigram table on SQLite, a pg_trgm GIN index on PostgreSQL (store/subject_search.py).
 
@@ -127,6 +128,16 @@ crls = Table(
     UniqueConstraint("issuer_id", "number", name="uq_crls_issuer_number"),
 )
 """Every CRL signed, newest = highest number per issuer (RFC 5280 §5.2.3: monotonic)."""
+
+revocation_counts = Table(
+    "revocation_counts",
+    metadata,
+    Column("issuer_id", String(128), primary_key=True),
+    Column("revoked", Integer, nullable=False),
+)
+"""How many of an issuer's certificates are revoked, kept by triggers on ``certificates``
+(revision 0003, outside this metadata like the subject search): the CRL's once-a-second
+"is one due?" check reads one row instead of counting."""
 
 # Enrollment requests awaiting (or past) an operator's decision -------------------------------
 
