@@ -12,6 +12,7 @@ TITLES = {
     "matrix": "Enrollment matrix",
     "memory": "Memory: idle connections and long runs",
     "bigstore": "Large store: 1,000,000 certificate records",
+    "floor": "Floor: TLS and HTTP without estkit",
 }
 
 

@@ -6,7 +6,8 @@ matrix (the default): each mode against a fresh instance (EC P-256 CA) per store
 count, driven from separate load processes with pre-generated EC P-256 CSRs, closed loop;
 then an open loop at 80% of the closed-loop peak for p99 under steady load.  Server CPU is
 read from /proc for the whole server process tree.  memory: one worker's RSS with idle TLS
-connections open and over a long run.  bigstore: a million certificate records.
+connections open and over a long run.  bigstore: a million certificate records.  floor: the
+same TLS and HTTP stack answering without estkit's work, beside estkit, per mode.
 
 Each part writes its tables into bench/RESULTS.md between markers (bench/report.py).
 """
@@ -20,12 +21,13 @@ import tempfile
 from pathlib import Path
 
 from bench.bigstore import bigstore_table, measure
+from bench.floor import FLOOR_MODES, floor_table, measure_floor
 from bench.instance import STORES
 from bench.matrix import MODES, MatrixPlan, matrix_table, run_matrix
 from bench.memory import measure_memory, memory_table
 from bench.report import stamp, update_results
 
-PARTS = ("matrix", "memory", "bigstore")
+PARTS = ("matrix", "memory", "bigstore", "floor")
 
 
 def progress(message: str) -> None:
@@ -109,6 +111,20 @@ def main(argv: list[str] | None = None) -> int:
                 args.results,
                 "memory",
                 f"{stamp()} {load}; keep-alive enrollments, closed loop.\n\n{table}",
+            )
+        if "floor" in args.parts:
+            modes = [mode for mode in args.modes if mode in FLOOR_MODES]
+            rows = measure_floor(directory, modes, args.clients, args.duration, progress)
+            table = floor_table(rows)
+            print(table)
+            update_results(
+                args.results,
+                "floor",
+                f"{stamp()} {load}; {args.duration:g} s per row, closed loop. The floor server "
+                "(bench/floor.py) has estkit's TLS context, uvloop and aiohttp and answers each "
+                "POST with a fixed 700-byte body; estkit (SQLite, one worker) runs on the same "
+                "instance right after it, per mode. Server CPU from /proc as in the matrix.\n\n"
+                + table,
             )
         if "bigstore" in args.parts:
             results = [

@@ -1,0 +1,155 @@
+"""The floor under estkit's numbers: the same TLS context, event loop (uvloop) and web stack
+(aiohttp) answering each POST with a fixed body the size of an enrollment's answer, and
+nothing else.  Measured in the same run as estkit on the same instance, per mode, so that
+"server CPU per enrollment minus the floor" is what estkit's own work costs (authentication,
+CSR checks, signing, the durable record, the access log) and the floor is what any Python
+server on this stack pays for the connection and the HTTP exchange.
+
+    python -m bench.floor serve DATA_DIR    # the floor server (started by the benchmark)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.estserver import start_server
+
+from bench.instance import fresh_instance
+from bench.load import Job, run_job
+from bench.matrix import Result, Target
+from bench.procstat import tree_cpu_seconds
+
+FLOOR_MODES = ("tls12-new", "tls13-new", "keepalive")
+ANSWER_BYTES = 700
+"""About the size of a base64 certs-only answer carrying one EC P-256 certificate."""
+
+
+def serve(data_dir: Path) -> None:
+    """Answer POST /.well-known/est/simpleenroll with a fixed body over the instance's TLS
+    context; print the port, then serve until killed."""
+    import uvloop
+    from aiohttp import web
+
+    from estkit.authority.ca import load_pem_certificates
+    from estkit.config import load_config
+    from estkit.server.tls import server_context
+
+    config = load_config(data_dir)
+    body = b"A" * ANSWER_BYTES
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=body, content_type="application/pkcs7-mime")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/.well-known/est/simpleenroll", answer)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        trust = load_pem_certificates(config.root_cert)
+        tls = server_context(config.tls_cert, config.tls_key, trust)
+        listener = socket.create_server(("127.0.0.1", 0))
+        await web.SockSite(runner, listener, ssl_context=tls).start()
+        print(listener.getsockname()[1], flush=True)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+@dataclass(frozen=True)
+class FloorRow:
+    mode: str
+    floor: Result
+    estkit: Result
+
+
+def _run_floor(
+    port: int, pid: int, target: Target, mode: str, clients: int, duration: float
+) -> Result:
+    jobs = [
+        Job(mode, "127.0.0.1", port, str(target.server.ca_file), "-", "-", target.csrs, duration)
+        for _ in range(clients)
+    ]
+    cpu_before = tree_cpu_seconds(pid)
+    with ProcessPoolExecutor(max_workers=clients) as pool:
+        outcomes = list(pool.map(run_job, jobs))
+    cpu = tree_cpu_seconds(pid) - cpu_before
+    latencies = sorted(value for values, _ in outcomes for value in values)
+    count = len(latencies)
+    return Result(
+        mode=mode,
+        store="-",
+        workers=1,
+        loop="closed",
+        enrollments=count,
+        failures=sum(failed for _, failed in outcomes),
+        seconds=duration,
+        cpu_ms_per_enrollment=1000 * cpu / max(count, 1),
+        p50_ms=1000 * latencies[count // 2] if count else float("nan"),
+        p99_ms=1000 * latencies[min(count - 1, int(0.99 * count))] if count else float("nan"),
+    )
+
+
+def measure_floor(
+    directory: Path,
+    modes: Sequence[str],
+    clients: int,
+    duration: float,
+    progress: Callable[[str], None],
+) -> list[FloorRow]:
+    """Per mode, the floor server and estkit (SQLite, one worker) on one instance, one after
+    the other."""
+    rows = []
+    with fresh_instance(directory / "floor", "sqlite") as data_dir:
+        floor = subprocess.Popen(
+            [sys.executable, "-m", "bench.floor", "serve", str(data_dir)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        server = start_server(data_dir)
+        try:
+            assert floor.stdout is not None
+            port = int(floor.stdout.readline())
+            target = Target.prepare(server, "sqlite", 1, data_dir, clients)
+            for mode in modes:
+                bare = _run_floor(port, floor.pid, target, mode, clients, duration)
+                full = target.run(mode, clients, duration)
+                progress(
+                    f"floor {mode}: {bare.cpu_ms_per_enrollment:.2f} ms, estkit "
+                    f"{full.cpu_ms_per_enrollment:.2f} ms"
+                )
+                rows.append(FloorRow(mode, bare, full))
+        finally:
+            server.stop()
+            floor.kill()
+            floor.wait()
+    return rows
+
+
+def floor_table(rows: list[FloorRow]) -> str:
+    lines = [
+        "| mode | floor: requests/s | floor: server CPU ms/request | estkit: enrollments/s "
+        "| estkit: server CPU ms/enrollment | estkit's own work, ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        floor, full = row.floor, row.estkit
+        lines.append(
+            f"| {row.mode} | {floor.rate:.0f} | {floor.cpu_ms_per_enrollment:.2f} "
+            f"| {full.rate:.0f} | {full.cpu_ms_per_enrollment:.2f} "
+            f"| {full.cpu_ms_per_enrollment - floor.cpu_ms_per_enrollment:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["serve"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m bench.floor serve DATA_DIR")
+    serve(Path(sys.argv[2]))
