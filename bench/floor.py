@@ -15,16 +15,14 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tests.estserver import start_server
 
 from bench.instance import fresh_instance
-from bench.load import Job, run_job
 from bench.matrix import Result, Target
-from bench.procstat import tree_cpu_seconds
+from bench.report import markdown_table
 
 FLOOR_MODES = ("tls12-new", "tls13-new", "keepalive")
 ANSWER_BYTES = 700
@@ -70,33 +68,6 @@ class FloorRow:
     estkit: Result
 
 
-def _run_floor(
-    port: int, pid: int, target: Target, mode: str, clients: int, duration: float
-) -> Result:
-    jobs = [
-        Job(mode, "127.0.0.1", port, str(target.server.ca_file), "-", "-", target.csrs, duration)
-        for _ in range(clients)
-    ]
-    cpu_before = tree_cpu_seconds(pid)
-    with ProcessPoolExecutor(max_workers=clients) as pool:
-        outcomes = list(pool.map(run_job, jobs))
-    cpu = tree_cpu_seconds(pid) - cpu_before
-    latencies = sorted(value for values, _ in outcomes for value in values)
-    count = len(latencies)
-    return Result(
-        mode=mode,
-        store="-",
-        workers=1,
-        loop="closed",
-        enrollments=count,
-        failures=sum(failed for _, failed in outcomes),
-        seconds=duration,
-        cpu_ms_per_enrollment=1000 * cpu / max(count, 1),
-        p50_ms=1000 * latencies[count // 2] if count else float("nan"),
-        p99_ms=1000 * latencies[min(count - 1, int(0.99 * count))] if count else float("nan"),
-    )
-
-
 def measure_floor(
     directory: Path,
     modes: Sequence[str],
@@ -118,8 +89,11 @@ def measure_floor(
             assert floor.stdout is not None
             port = int(floor.stdout.readline())
             target = Target.prepare(server, "sqlite", 1, data_dir, clients)
+            # The same load against the floor server: its URL, and its process for the CPU.
+            bare_server = replace(server, url=f"https://127.0.0.1:{port}", process=floor)
+            bare_target = replace(target, server=bare_server, store="-")
             for mode in modes:
-                bare = _run_floor(port, floor.pid, target, mode, clients, duration)
+                bare = bare_target.run(mode, clients, duration)
                 full = target.run(mode, clients, duration)
                 progress(
                     f"floor {mode}: {bare.cpu_ms_per_enrollment:.2f} ms, estkit "
@@ -134,19 +108,27 @@ def measure_floor(
 
 
 def floor_table(rows: list[FloorRow]) -> str:
-    lines = [
-        "| mode | floor: requests/s | floor: server CPU ms/request | estkit: enrollments/s "
-        "| estkit: server CPU ms/enrollment | estkit's own work, ms |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        floor, full = row.floor, row.estkit
-        lines.append(
-            f"| {row.mode} | {floor.rate:.0f} | {floor.cpu_ms_per_enrollment:.2f} "
-            f"| {full.rate:.0f} | {full.cpu_ms_per_enrollment:.2f} "
-            f"| {full.cpu_ms_per_enrollment - floor.cpu_ms_per_enrollment:.2f} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(
+        (
+            "mode",
+            "floor: requests/s",
+            "floor: server CPU ms/request",
+            "estkit: enrollments/s",
+            "estkit: server CPU ms/enrollment",
+            "estkit's own work, ms",
+        ),
+        (
+            (
+                row.mode,
+                f"{row.floor.rate:.0f}",
+                f"{row.floor.cpu_ms_per_enrollment:.2f}",
+                f"{row.estkit.rate:.0f}",
+                f"{row.estkit.cpu_ms_per_enrollment:.2f}",
+                f"{row.estkit.cpu_ms_per_enrollment - row.floor.cpu_ms_per_enrollment:.2f}",
+            )
+            for row in rows
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from tests.estserver import EstServer, start_server
 from bench.instance import fresh_instance
 from bench.load import Job, run_job
 from bench.procstat import tree_cpu_seconds
+from bench.report import markdown_table
 
 MODES = ("tls12-new", "tls13-new", "keepalive", "reenroll-mtls")
 OPEN_LOOP_SHARE = 0.8
@@ -211,14 +212,21 @@ def run_matrix(plan: MatrixPlan, directory: Path, progress: Callable[[str], None
 
 
 def matrix_table(results: list[Result]) -> str:
-    lines = [
-        "| mode | store | workers | load | enrollments/s | server CPU ms/enrollment "
-        "| p50 ms | p99 ms | failures |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r.mode} | {r.store} | {r.workers} | {r.loop} | {r.rate:.0f} "
-            f"| {r.cpu_ms_per_enrollment:.2f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.failures} |"
-        )
-    return "\n".join(lines)
+    header = ("mode", "store", "workers", "load", "enrollments/s", "server CPU ms/enrollment")
+    return markdown_table(
+        (*header, "p50 ms", "p99 ms", "failures"),
+        (
+            (
+                r.mode,
+                r.store,
+                str(r.workers),
+                r.loop,
+                f"{r.rate:.0f}",
+                f"{r.cpu_ms_per_enrollment:.2f}",
+                f"{r.p50_ms:.1f}",
+                f"{r.p99_ms:.1f}",
+                str(r.failures),
+            )
+            for r in results
+        ),
+    )
