@@ -26,8 +26,8 @@ from estkit.authority.ca import CertificateAuthority, load_pem_certificates, sub
 from estkit.authority.crl import CrlPublisher
 from estkit.authority.keys import KeyFileError, describe_public_key
 from estkit.authority.revocation import canonical_reason, parse_serial, revoke
-from estkit.cli.certs import _summary, _time
-from estkit.cli.common import CommandError, operator_actor
+from estkit.cli.certs import record_summary
+from estkit.cli.common import CommandError, operator_actor, utc_text
 from estkit.cli.instance_access import instance_config, instance_store
 from estkit.config import Config
 from estkit.errors import EstError
@@ -65,8 +65,8 @@ def _decoded(cert: x509.Certificate) -> dict[str, Any]:
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
         "serial_colons": _colons(format(cert.serial_number, "x")),
-        "not_before": _time(cert.not_valid_before_utc),
-        "not_after": _time(cert.not_valid_after_utc),
+        "not_before": utc_text(cert.not_valid_before_utc),
+        "not_after": utc_text(cert.not_valid_after_utc),
         "key": describe_public_key(cert.public_key()),
         "signature": cert.signature_algorithm_oid._name
         + (f" ({hash_algorithm.name})" if hash_algorithm else ""),
@@ -99,7 +99,7 @@ def cmd_cert_show(args: argparse.Namespace) -> int:
     with instance_store(instance_config(args.dir)) as store:
         record = _record(store, serial)
         renewals = [r.serial for r in store.renewals_of(serial)]
-    info = _summary(record, now)
+    info = record_summary(record, now)
     info["renewed_by"] = renewals
     info["certificate"] = _decoded(x509.load_der_x509_certificate(record.der))
     if args.json:
@@ -162,11 +162,11 @@ def cmd_cert_revoke(args: argparse.Namespace) -> int:
         except AlreadyRevoked as exc:
             earlier = exc.record
             raise CommandError(
-                f"certificate {serial} was already revoked at {_time(earlier.revoked_at)} "
+                f"certificate {serial} was already revoked at {utc_text(earlier.revoked_at)} "
                 f"(reason: {earlier.revocation_reason})"
             ) from None
         print(
-            f"certificate {serial} ({record.subject}) revoked at {_time(record.revoked_at)}, "
+            f"certificate {serial} ({record.subject}) revoked at {utc_text(record.revoked_at)}, "
             f"reason {reason}"
         )
         try:
@@ -234,6 +234,6 @@ def cmd_crl(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot write {args.out}: {exc.strerror}") from None
     print(
         f"CRL number {record.number} ({_entries(record.entries)}, next update "
-        f"{_time(record.next_update)}) written to {args.out}"
+        f"{utc_text(record.next_update)}) written to {args.out}"
     )
     return 0

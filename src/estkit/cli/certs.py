@@ -1,12 +1,6 @@
 """Operator commands for issued certificates and the CRL: ``estkit cert list|show|revoke`` and
 ``estkit crl``.  ``cert list`` is here; the others are in cli/cert_actions.py, imported only
 when one of them runs, so that a listing starts without the CA and store machinery.
-
-``estkit cert revoke`` signs and stores the new CRL itself (it reads the CA key through the
-instance configuration, as ``estkit serve`` does), so the CRL the server serves is current
-when the command returns.  If it cannot sign — the key is unreadable for this account, say —
-the revocation still stands and a running server publishes the CRL within a second: the
-server's refresh task compares the store's revocations with the newest CRL every second.
 """
 
 from __future__ import annotations
@@ -18,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from estkit.authority.profile import DEFAULT_LABEL
-from estkit.cli.common import CommandError, add_dir_option, deferred
+from estkit.cli.common import CommandError, add_dir_option, deferred, utc_text
 from estkit.cli.instance_access import instance_config
 from estkit.store.certificate_listing import (
     STATUSES,
@@ -72,28 +66,24 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 # Formatting -------------------------------------------------------------------------------------
 
 
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _label_name(label: str) -> str:
     return label or "default"
 
 
-def _summary(record: CertificateRecord, now: datetime) -> dict[str, Any]:
+def record_summary(record: CertificateRecord, now: datetime) -> dict[str, Any]:
     return {
         "serial": record.serial,
         "status": certificate_status(record, now),
         "label": _label_name(record.label),
         "subject": record.subject,
         "sans": list(record.sans),
-        "not_before": _time(record.not_before),
-        "not_after": _time(record.not_after),
+        "not_before": utc_text(record.not_before),
+        "not_after": utc_text(record.not_after),
         "kind": record.kind,
         "requester": record.requester,
-        "issued_at": _time(record.issued_at),
+        "issued_at": utc_text(record.issued_at),
         "replaces_serial": record.replaces_serial,
-        "revoked_at": _time(record.revoked_at),
+        "revoked_at": utc_text(record.revoked_at),
         "revocation_reason": record.revocation_reason,
         "key_fingerprint_sha256": record.key_fingerprint,
     }
@@ -109,13 +99,13 @@ def cmd_cert_list(args: argparse.Namespace) -> int:
     except StoreUnavailable as exc:
         raise CommandError(str(exc)) from None
     if args.json:
-        print(json.dumps([_summary(r, now) for r in records], indent=2))
+        print(json.dumps([record_summary(r, now) for r in records], indent=2))
         return 0
     print(f"{'SERIAL':<40} {'STATUS':<8} {'LABEL':<12} {'KIND':<6} {'NOT AFTER':<20} SUBJECT")
     for record in records:
         print(
             f"{record.serial:<40} {certificate_status(record, now):<8} "
-            f"{_label_name(record.label):<12} {record.kind:<6} {_time(record.not_after):<20} "
+            f"{_label_name(record.label):<12} {record.kind:<6} {utc_text(record.not_after):<20} "
             f"{record.subject}"
         )
     return 0

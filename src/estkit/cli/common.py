@@ -7,6 +7,7 @@ import getpass
 import importlib
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 DEFAULT_DIR = "./est-data"
@@ -29,6 +30,11 @@ def add_dir_option(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="instance directory (default: $ESTKIT_DIR, else ./est-data)",
     )
+
+
+def utc_text(value: datetime | None) -> str | None:
+    """A time as operator commands print it (ISO 8601, UTC, seconds), None kept as None."""
+    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def operator_actor() -> str:

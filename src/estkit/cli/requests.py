@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from estkit.authority.approval import DecisionError, approve, reject
 from estkit.authority.keys import describe_public_key, spki_sha256
 from estkit.authority.service import san_strings
-from estkit.cli.common import CommandError, add_dir_option, operator_actor
+from estkit.cli.common import CommandError, add_dir_option, operator_actor, utc_text
 from estkit.cli.instance_access import instance_config, instance_store
 from estkit.store import REQUEST_STATUSES, RequestRecord
 
@@ -66,10 +66,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 # Formatting -------------------------------------------------------------------------------------
 
 
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _summary(record: RequestRecord) -> dict[str, Any]:
     csr = x509.load_der_x509_csr(record.csr_der)
     try:
@@ -86,8 +82,8 @@ def _summary(record: RequestRecord) -> dict[str, Any]:
         "sans": list(san_strings(sans)),
         "key": describe_public_key(csr.public_key()),
         "key_fingerprint_sha256": spki_sha256(csr.public_key()),
-        "created_at": _time(record.created_at),
-        "decided_at": _time(record.decided_at),
+        "created_at": utc_text(record.created_at),
+        "decided_at": utc_text(record.decided_at),
         "decided_by": record.decided_by,
         "reason": record.reason,
         "serial": record.serial,
