@@ -51,6 +51,24 @@ class IssuedCertificate:
     """The subjectAltName entries, in extension order (none: no extension)."""
     subject_key_id: bytes | None
 
+    @classmethod
+    def read_off(cls, cert: x509.Certificate) -> IssuedCertificate:
+        """The parts of a certificate built elsewhere (init's TLS certificate, the OCSP
+        responder's), read off the certificate itself."""
+        extensions = cert.extensions
+        try:
+            sans = tuple(extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+        except x509.ExtensionNotFound:
+            sans = ()
+        try:
+            key_id: bytes | None = extensions.get_extension_for_class(
+                x509.SubjectKeyIdentifier
+            ).value.digest
+        except x509.ExtensionNotFound:
+            key_id = None
+        spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        return cls(cert, spki, sans, key_id)
+
 
 def _key_usage(is_rsa: bool) -> x509.KeyUsage:
     return x509.KeyUsage(

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from estkit.authority.ca import CertificateAuthority, is_issued_by
-from estkit.authority.issue import CLOCK_SKEW_ALLOWANCE
+from estkit.authority.issue import CLOCK_SKEW_ALLOWANCE, IssuedCertificate
 from estkit.authority.keys import (
     generate_key,
     load_private_key,
@@ -254,7 +254,8 @@ class ResponderKeeper:
             cert = responder_certificate(
                 self.ca, key, self.settings.responder_validity, now, serial
             )
-            record = certificate_record(cert, DEFAULT_LABEL, ACTOR, KIND, self.ca.issuing_id, now)
+            issued = IssuedCertificate.read_off(cert)
+            record = certificate_record(issued, DEFAULT_LABEL, ACTOR, KIND, self.ca.issuing_id, now)
             event = AuditEvent(
                 actor=ACTOR,
                 action=f"certificate.{KIND}",

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ObjectIdentifier, SignatureAlgorithmOID
 
 from estkit.authority.accounts import ONCE_SECRET_USED
@@ -61,32 +61,6 @@ def san_strings(names: Sequence[x509.GeneralName]) -> tuple[str, ...]:
 
 
 def certificate_record(
-    cert: x509.Certificate,
-    label: str,
-    requester: str,
-    kind: str,
-    issuer_id: str,
-    issued_at: datetime,
-    replaces_serial: str | None = None,
-) -> CertificateRecord:
-    """The store's record of an issued certificate, read off the certificate itself."""
-    extensions = cert.extensions
-    try:
-        sans = tuple(extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
-    except x509.ExtensionNotFound:
-        sans = ()
-    try:
-        key_id: bytes | None = extensions.get_extension_for_class(
-            x509.SubjectKeyIdentifier
-        ).value.digest
-    except x509.ExtensionNotFound:
-        key_id = None
-    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    issued = IssuedCertificate(cert, spki, sans, key_id)
-    return issued_record(issued, label, requester, kind, issuer_id, issued_at, replaces_serial)
-
-
-def issued_record(
     issued: IssuedCertificate,
     label: str,
     requester: str,
@@ -95,8 +69,9 @@ def issued_record(
     issued_at: datetime,
     replaces_serial: str | None = None,
 ) -> CertificateRecord:
-    """The store's record of a certificate, with the parts known from building it taken as
-    they are (parsing the certificate's extensions back costs more than the rest)."""
+    """The store's record of an issued certificate.  At issuance the parts known from
+    building it are taken as they are (parsing the certificate's extensions back costs more
+    than the rest); for a certificate made elsewhere, IssuedCertificate.read_off(cert)."""
     cert = issued.certificate
     return CertificateRecord(
         serial=serial_hex(cert.serial_number),
@@ -252,7 +227,7 @@ class Authority:
                 public_key=public_key,
             )
             cert = issued.certificate
-            record = issued_record(
+            record = certificate_record(
                 issued, request.label, requester, kind, self.ca.issuing_id, now, replaces
             )
             event = AuditEvent(

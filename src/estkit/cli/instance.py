@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from estkit.authority.ca import CertificateAuthority
+from estkit.authority.issue import IssuedCertificate
 from estkit.authority.keys import KEY_TYPES, KeyFileError
 from estkit.authority.pki import create_pki
 from estkit.authority.profile import DEFAULT_LABEL
@@ -136,7 +137,14 @@ def cmd_init(args: argparse.Namespace) -> int:
         ca = CertificateAuthority.load(config.root_cert, config.issuing_cert, config.issuing_key)
         now = datetime.now(UTC)
         store.record_certificate(
-            certificate_record(tls_cert, DEFAULT_LABEL, actor, "init", ca.issuing_id, now),
+            certificate_record(
+                IssuedCertificate.read_off(tls_cert),
+                DEFAULT_LABEL,
+                actor,
+                "init",
+                ca.issuing_id,
+                now,
+            ),
             audit=AuditEvent(
                 actor=actor,
                 action="instance.init",
