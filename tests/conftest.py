@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from estkit.store import Store
 from tests.estserver import EstServer, init_instance, start_server
 
 SHARED_EXTRA_TOML = """
@@ -68,3 +69,12 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'store.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """A store with the current schema on each backend (closed afterwards)."""
+    store = Store(store_url)
+    store.create_schema()
+    yield store
+    store.close()

@@ -36,14 +36,6 @@ def found(store: Store, value: str, status: str | None = None) -> list[str]:
     return [r.serial for r in list_certificates(store.url, 5.0, wanted, T0)]
 
 
-@pytest.fixture
-def store(store_url):
-    store = Store(store_url)
-    store.create_schema()
-    yield store
-    store.close()
-
-
 @pytest.mark.parametrize(
     ("value", "serials"),
     [

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import create_engine, text
 
 from estkit.store import Store
@@ -40,14 +39,6 @@ def state_count(store: Store, issuer: str) -> int:
 
 def issued_by(serial: str, issuer: str, status: str = "valid"):
     return replace(certificate(serial), issuer_id=issuer, status=status)
-
-
-@pytest.fixture
-def store(store_url):
-    store = Store(store_url)
-    store.create_schema()
-    yield store
-    store.close()
 
 
 def test_every_change_of_a_row_keeps_the_count(store, store_url):

@@ -26,14 +26,6 @@ from estkit.store.database import driver_url
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def store(store_url):
-    store = Store(store_url)
-    store.create_schema()
-    yield store
-    store.close()
-
-
 def certificate(
     serial: str, issued_at: datetime = T0, der: bytes = b"\x30\x00"
 ) -> CertificateRecord:
