@@ -24,14 +24,15 @@ from bench.instance import fresh_instance
 from bench.matrix import Result, Target
 from bench.report import markdown_table
 
-FLOOR_MODES = ("tls12-new", "tls13-new", "keepalive")
+FLOOR_MODES = ("tls12-new", "tls13-new", "keepalive", "reenroll-mtls")
 ANSWER_BYTES = 700
 """About the size of a base64 certs-only answer carrying one EC P-256 certificate."""
 
 
 def serve(data_dir: Path) -> None:
-    """Answer POST /.well-known/est/simpleenroll with a fixed body over the instance's TLS
-    context; print the port, then serve until killed."""
+    """Answer POSTs to simpleenroll and simplereenroll with a fixed body over the instance's
+    TLS context (which asks for client certificates); print the port, then serve until
+    killed."""
     import uvloop
     from aiohttp import web
 
@@ -48,7 +49,8 @@ def serve(data_dir: Path) -> None:
 
     async def main() -> None:
         app = web.Application()
-        app.router.add_post("/.well-known/est/simpleenroll", answer)
+        for operation in ("simpleenroll", "simplereenroll"):  # the latter over mutual TLS
+            app.router.add_post(f"/.well-known/est/{operation}", answer)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         trust = load_pem_certificates(config.root_cert)

@@ -14,6 +14,7 @@ TITLES = {
     "memory": "Memory: idle connections and long runs",
     "bigstore": "Large store: 1,000,000 certificate records",
     "floor": "Floor: TLS and HTTP without estkit",
+    "instructions": "Instructions per enrollment (callgrind)",
 }
 
 

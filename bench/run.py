@@ -1,6 +1,6 @@
 """estkit benchmark: enrollments/s, latency, server CPU per enrollment, memory, large stores.
 
-    .venv/bin/python -m bench.run [--parts matrix memory bigstore | all] [options]
+    .venv/bin/python -m bench.run [--parts matrix memory bigstore floor instructions | all]
 
 matrix (the default): each mode against a fresh instance (EC P-256 CA) per store and worker
 count, driven from separate load processes with pre-generated EC P-256 CSRs, closed loop;
@@ -8,6 +8,8 @@ then an open loop at 80% of the closed-loop peak for p99 under steady load.  Ser
 read from /proc for the whole server process tree.  memory: one worker's RSS with idle TLS
 connections open and over a long run.  bigstore: a million certificate records.  floor: the
 same TLS and HTTP stack answering without estkit's work, beside estkit, per mode.
+instructions: instructions per enrollment under valgrind's callgrind, which unlike CPU time
+do not move with the host's load.
 
 Each part writes its tables into bench/RESULTS.md between markers (bench/report.py).
 """
@@ -23,11 +25,17 @@ from pathlib import Path
 from bench.bigstore import bigstore_table, measure
 from bench.floor import FLOOR_MODES, floor_table, measure_floor
 from bench.instance import STORES
+from bench.instructions import (
+    CLIENTS,
+    WARM_UP,
+    instructions_table,
+    measure_instructions,
+)
 from bench.matrix import MODES, MatrixPlan, matrix_table, run_matrix
 from bench.memory import measure_memory, memory_table
 from bench.report import stamp, update_results
 
-PARTS = ("matrix", "memory", "bigstore", "floor")
+PARTS = ("matrix", "memory", "bigstore", "floor", "instructions")
 
 
 def progress(message: str) -> None:
@@ -60,6 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-store", default="sqlite", choices=STORES)
     parser.add_argument("--records", type=int, default=1_000_000, help="bigstore records")
     parser.add_argument("--revoked", type=int, default=100_000, help="bigstore revoked records")
+    parser.add_argument(
+        "--instruction-count", type=int, default=200, help="counted requests per mode"
+    )
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = parser.parse_args(argv)
     if "all" in args.parts:
@@ -124,6 +135,19 @@ def main(argv: list[str] | None = None) -> int:
                 "(bench/floor.py) has estkit's TLS context, uvloop and aiohttp and answers each "
                 "POST with a fixed 700-byte body; estkit (SQLite, one worker) runs on the same "
                 "instance right after it, per mode. Server CPU from /proc as in the matrix.\n\n"
+                + table,
+            )
+        if "instructions" in args.parts:
+            rows = measure_instructions(directory, args.modes, args.instruction_count, progress)
+            table = instructions_table(rows)
+            print(table)
+            update_results(
+                args.results,
+                "instructions",
+                f"{stamp()} Valgrind's callgrind in the server process (SQLite, one worker) "
+                f"and in the floor server, {CLIENTS} load processes; after {WARM_UP} requests "
+                f"to warm up, {args.instruction_count} counted requests per mode. Kernel "
+                "time and thread hand-offs are not in these counts (bench/instructions.py).\n\n"
                 + table,
             )
         if "bigstore" in args.parts:

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,13 +87,16 @@ class EstServer:
                 self.process.wait()
 
 
-def start_server(data_dir: Path, timeout: float = 30.0, workers: int = 1) -> EstServer:
+def start_server(
+    data_dir: Path, timeout: float = 30.0, workers: int = 1, wrapper: Sequence[str] = ()
+) -> EstServer:
     """Run `estkit serve --port 0 --workers N` (one process unless asked) and wait for its
-    ready lines."""
+    ready lines.  ``wrapper``: a command the server runs under (the benchmark's valgrind)."""
     log_path = data_dir / "server.log"
     log = log_path.open("w")
+    serve = ["serve", "--dir", str(data_dir), "--port", "0", "--workers", str(workers)]
     process = subprocess.Popen(
-        [*ESTKIT, "serve", "--dir", str(data_dir), "--port", "0", "--workers", str(workers)],
+        [*wrapper, *ESTKIT, *serve],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,

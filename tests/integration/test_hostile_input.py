@@ -22,7 +22,16 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, rsa
 from cryptography.x509.oid import NameOID
 
 from estkit.server.tls import server_context
-from tests.esthttp import PKCS10, Reply, b64, make_csr, raw_exchange, request, tls_context
+from tests.esthttp import (
+    PKCS10,
+    Reply,
+    b64,
+    connect,
+    make_csr,
+    raw_exchange,
+    request,
+    tls_context,
+)
 from tests.estserver import init_instance, start_server
 
 # Helpers ----------------------------------------------------------------------------------------
@@ -1268,3 +1277,23 @@ def test_weak_cipher_refused_by_openssl_s_client(est_server, permissive_tls_port
     result = _s_client(est_server.port, *args)
     assert result.returncode != 0
     assert b"Cipher is (NONE)" in result.stdout or b"handshake failure" in result.stderr
+
+
+def test_no_tls13_session_tickets_and_no_resumption(est_server):
+    """TLS 1.3 tickets are off (README, TLS): none arrives, even after a whole exchange (they
+    are sent after the handshake), and offering the session again resumes nothing."""
+    version = "1.3"
+    context = tls_context(est_server.ca_file, tls_version=version)
+    first = connect(est_server.url, context)
+    first.request("GET", "/.well-known/est/cacerts")
+    assert first.getresponse().read()
+    session = first.sock.session
+    assert session is not None and not session.has_ticket
+    host, port = est_server.url.split("://")[1].rsplit(":", 1)
+    with (
+        socket.create_connection((host, int(port))) as raw,
+        context.wrap_socket(raw, server_hostname=host, session=session) as again,
+    ):
+        assert again.version() == f"TLSv{version}"
+        assert not again.session_reused
+    first.close()

@@ -4,6 +4,7 @@ read-then-write steps stay serialised under concurrency."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -45,13 +46,27 @@ def certificate(
     )
 
 
-def test_serial_collision_is_recognised(store):
+def record(store: Store, writing: str, record: CertificateRecord, **options: str) -> None:
+    """Record a certificate from a thread (record_certificate) or from a coroutine
+    (record_certificate_async, committed by the group's writer thread)."""
+    if writing == "thread":
+        store.record_certificate(record, **options)  # type: ignore[arg-type]
+    else:
+        asyncio.run(store.record_certificate_async(record, **options))  # type: ignore[arg-type]
+
+
+WRITING = ["thread", "coroutine"]
+
+
+@pytest.mark.parametrize("writing", WRITING)
+def test_serial_collision_is_recognised(store, writing):
     store.record_certificate(certificate("abc"))
     with pytest.raises(SerialCollision):
-        store.record_certificate(certificate("abc"))
+        record(store, writing, certificate("abc"))
 
 
-def test_a_refused_write_is_not_taken_for_a_collision(store, store_url):
+@pytest.mark.parametrize("writing", WRITING)
+def test_a_refused_write_is_not_taken_for_a_collision(store, store_url, writing):
     """A constraint that has nothing to do with the serial: 503, not a serial retry, and the
     one-time secret of the refused enrollment stays unused."""
     refuse = (
@@ -69,12 +84,34 @@ def test_a_refused_write_is_not_taken_for_a_collision(store, store_url):
     with pytest.raises(UserExists):
         store.add_user(user)
     with pytest.raises(StoreUnavailable, match="refused the write"):
-        store.record_certificate(certificate("refused"), consume_once_user="once")
+        record(store, writing, certificate("refused"), consume_once_user="once")
     assert store.user("once").consumed_at is None
-    store.record_certificate(certificate("01"), consume_once_user="once")
+    record(store, writing, certificate("01"), consume_once_user="once")
     with pytest.raises(OnceSecretConsumed):
-        store.record_certificate(certificate("02"), consume_once_user="once")
+        record(store, writing, certificate("02"), consume_once_user="once")
     assert store.certificate("02") is None
+
+
+def test_hot_reads_see_every_commit_at_once(store, store_url):
+    """The reads of every enrollment (a user, a certificate by serial) run on a connection
+    their thread keeps on SQLite: each sees what was committed just before it, and none
+    holds a snapshot open in between (a WAL checkpoint can truncate the log)."""
+    assert store.user("late") is None and store.certificate("beef") is None
+    store.add_user(UserRecord(name="late", secret_hash="h", labels=None, once=False, created_at=T0))
+    asyncio.run(store.record_certificate_async(certificate("beef")))
+    assert store.user("late").name == "late"
+    assert store.certificate("beef").serial == "beef"
+    store.remove_user("late")
+    assert store.user("late") is None
+    if store_url.startswith("sqlite"):
+        assert store.local_reads
+        engine = create_engine(store_url)
+        with engine.connect() as connection:
+            busy, _, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+        engine.dispose()
+        assert busy == 0
+    else:
+        assert not store.local_reads
 
 
 def test_bytes_and_time_zones_round_trip(store):

@@ -1,7 +1,9 @@
-"""Group commit on a real SQLite file: shared commits, per-job failures, all-or-nothing commits."""
+"""Group commit on a real SQLite file: shared commits, per-job failures, all-or-nothing commits,
+for threads and for coroutines."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ import pytest
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from estkit.store import group_commit
 from estkit.store.database import _engines
 from estkit.store.group_commit import GroupCommit
 
@@ -154,3 +157,113 @@ def test_many_threads_all_get_their_rows_durably(writer: Engine) -> None:
     assert results == [f"t{i}" for i in range(200)]
     assert names(writer) == {f"t{i}" for i in range(200)}
     assert 1 <= len(commits) <= 200
+
+
+# Coroutines: jobs led by the writer thread, resolved with one wake-up of the loop per batch.
+
+
+def submit_behind_a_held_batch(group: GroupCommit, jobs: list, waiting: int) -> list:  # type: ignore[type-arg]
+    """run_behind_a_held_batch for coroutines on one event loop: the batch held open by a
+    thread's job until ``waiting`` coroutines' jobs have queued."""
+    release = threading.Event()
+
+    def held(connection: Connection) -> str:
+        release.wait(5)
+        return "held"
+
+    async def main() -> list:  # type: ignore[type-arg]
+        holder = asyncio.create_task(asyncio.to_thread(group.run, held))
+        while not group._leader_active:
+            await asyncio.sleep(0.001)
+        tasks = [asyncio.create_task(group.submit(job)) for job in jobs]
+        while len(group._queue) < waiting:
+            await asyncio.sleep(0.001)
+        release.set()
+        assert await holder == "held"
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    return asyncio.run(main())
+
+
+def test_coroutines_share_one_commit_and_one_wake_up(
+    writer: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    group = GroupCommit(writer.begin)
+    commits = commits_of(writer)
+    wake_ups: list[int] = []
+    resolve = group_commit._resolve
+    monkeypatch.setattr(
+        group_commit, "_resolve", lambda jobs: (wake_ups.append(len(jobs)), resolve(jobs))
+    )
+    results = submit_behind_a_held_batch(group, [insert(f"c{i}") for i in range(20)], 20)
+    assert results == [f"c{i}" for i in range(20)]
+    assert names(writer) == {f"c{i}" for i in range(20)}
+    assert len(commits) == 2  # the held batch, then all twenty together
+    assert wake_ups == [20]  # one call on the loop for the whole batch
+    group.close()
+
+
+def test_a_coroutine_job_that_fails_gets_its_own_exception(writer: Engine) -> None:
+    group = GroupCommit(writer.begin)
+    group.run(insert("taken"))
+    results = submit_behind_a_held_batch(
+        group, [insert("a"), insert("taken"), insert("b")], waiting=3
+    )
+    assert results[0] == "a" and results[2] == "b"
+    assert isinstance(results[1], IntegrityError)
+    assert names(writer) == {"taken", "a", "b"}
+    group.close()
+
+
+def test_threads_and_coroutines_together_all_get_their_rows(writer: Engine) -> None:
+    group = GroupCommit(writer.begin)
+    commits = commits_of(writer)
+
+    async def coroutines() -> list[str]:
+        return list(await asyncio.gather(*(group.submit(insert(f"c{i}")) for i in range(200))))
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        threads = pool.map(lambda i: group.run(insert(f"t{i}")), range(200))
+        loop_results = asyncio.run(coroutines())
+        thread_results = list(threads)
+    assert loop_results == [f"c{i}" for i in range(200)]
+    assert thread_results == [f"t{i}" for i in range(200)]
+    assert names(writer) == {f"c{i}" for i in range(200)} | {f"t{i}" for i in range(200)}
+    assert len(commits) < 400  # some commits were shared
+    group.close()
+
+
+def test_a_cancelled_coroutine_still_has_its_job_committed(writer: Engine) -> None:
+    group = GroupCommit(writer.begin)
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(connection: Connection) -> str:
+        started.set()
+        release.wait(5)
+        return insert("slow")(connection)
+
+    async def main() -> None:
+        task = asyncio.create_task(group.submit(slow))
+        await asyncio.to_thread(started.wait, 5)
+        task.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await group.submit(insert("after")) == "after"  # the writer went on
+
+    asyncio.run(main())
+    assert names(writer) == {"slow", "after"}
+    group.close()
+
+
+def test_close_stops_the_writer_thread_and_refuses_more_work(writer: Engine) -> None:
+    group = GroupCommit(writer.begin)
+    assert asyncio.run(group.submit(insert("one"))) == "one"
+    thread = group._writer
+    assert thread is not None and thread.is_alive()
+    group.close()
+    assert not thread.is_alive()
+    with pytest.raises(RuntimeError, match="the store is closed"):
+        asyncio.run(group.submit(insert("two")))
+    assert names(writer) == {"one"}

@@ -4,11 +4,10 @@ store record a renewal's label check shares with certificate_anchor."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -22,10 +21,9 @@ from estkit.authority.profile import parse_profile
 from estkit.authority.request import EnrollmentRequest
 from estkit.authority.service import Authority, certificate_record
 from estkit.errors import BadCsrSignature, Forbidden
-from estkit.store import Store
 from estkit.wire.csr import csr_facts, load_csr
 from tests.esthttp import make_csr, new_key
-from tests.pki import make_ca
+from tests.pki import make_ca, make_leaf
 
 URLS = PublicUrls("http://ca.example:8080")
 SANS = [
@@ -34,12 +32,6 @@ SANS = [
     x509.IPAddress(ipaddress.ip_address("::1")),
     x509.RFC822Name("a@b.example"),
 ]
-
-
-@pytest.fixture(scope="module")
-def ca() -> CertificateAuthority:
-    key, cert = make_ca("Issuing CA")
-    return CertificateAuthority(root=cert, issuing=cert, issuing_key=key)
 
 
 def test_csr_facts_are_worked_out_once_per_csr() -> None:
@@ -95,17 +87,14 @@ def test_record_from_building_equals_record_read_off_the_certificate(
     assert certificate_record(issued, *args) == certificate_record(read_off, *args)
 
 
-@pytest.fixture
-def authority(ca: CertificateAuthority, tmp_path: Path) -> Iterator[Authority]:
-    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
-    store.create_schema()
-    profiles = {"": parse_profile("", {}), "iot": parse_profile("iot", {})}
-    yield Authority(ca, profiles, store, URLS)
-    store.close()
-
-
-def renewal(cert: x509.Certificate, label: str) -> EnrollmentRequest:
-    identity = Identity(name="dev", method="certificate", anchor=OWN_ANCHOR, certificate=cert)
+def renewal(cert: x509.Certificate, label: str, issued_on: str | None) -> EnrollmentRequest:
+    identity = Identity(
+        name="dev",
+        method="certificate",
+        anchor=OWN_ANCHOR,
+        certificate=cert,
+        issued_on=issued_on,
+    )
     return EnrollmentRequest(
         label=label,
         csr=load_csr(make_csr("dev")[1]),
@@ -115,24 +104,75 @@ def renewal(cert: x509.Certificate, label: str) -> EnrollmentRequest:
     )
 
 
-@pytest.mark.parametrize("anchored_here", [True, False])
+@pytest.mark.parametrize("origin_known", [True, False])
+@pytest.mark.parametrize("on_loop", [False, True])
 def test_a_certificate_renews_only_on_its_own_label(
-    authority: Authority, anchored_here: bool
+    authority: Authority, monkeypatch: pytest.MonkeyPatch, origin_known: bool, on_loop: bool
 ) -> None:
-    """With certificate_anchor's record on this thread, or read again from the store."""
+    """With the label certificate_origin read when the certificate was accepted (the store
+    is not read again), or read from the store; on a thread (enroll) or on the event loop
+    (enroll_async)."""
+
+    def enroll(request: EnrollmentRequest) -> x509.Certificate:
+        if on_loop:
+            return asyncio.run(authority.enroll_async(request))
+        return authority.enroll(request)
+
     enrolled = EnrollmentRequest(
         label="",
         csr=load_csr(make_csr("dev")[1]),
         identity=Identity(name="u", method="basic"),
         channel=Channel("TLSv1.3", None, None, None),
     )
-    cert = authority.enroll(enrolled)
-    if anchored_here:
-        assert authority.certificate_anchor(cert) == OWN_ANCHOR
+    cert = enroll(enrolled)
+    issued_on = None
+    if origin_known:
+        assert authority.certificate_origin(cert) == (OWN_ANCHOR, "")
+        issued_on = ""
+    reads: list[str] = []
+    read = authority.store.certificate
+    monkeypatch.setattr(authority.store, "certificate", lambda s: reads.append(s) or read(s))
     with pytest.raises(Forbidden, match="can only be renewed there"):
-        authority.enroll(renewal(cert, "iot"))
-    renewed = authority.enroll(renewal(cert, ""))
-    record = authority.store.certificate(format(renewed.serial_number, "x"))
+        enroll(renewal(cert, "iot", issued_on))
+    renewed = enroll(renewal(cert, "", issued_on))
+    assert len(reads) == (0 if origin_known else 2)
+    record = read(format(renewed.serial_number, "x"))
     assert record is not None
     assert (record.label, record.kind) == ("", "rekey")
     assert record.replaces_serial == format(cert.serial_number, "x")
+
+
+def test_a_recorded_certificate_is_known_without_its_signature_checked_again(
+    authority: Authority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Byte for byte a certificate this CA recorded: no second signature check.  One that
+    only carries the issuing CA's name (a third-party anchor of the same name) is still
+    told apart by its signature, and one signed by this CA but never recorded is refused."""
+    cert = authority.enroll(
+        EnrollmentRequest(
+            label="iot",
+            csr=load_csr(make_csr("dev")[1]),
+            identity=Identity(name="u", method="basic"),
+            channel=Channel("TLSv1.3", None, None, None),
+        )
+    )
+    checked: list[x509.Certificate] = []
+    generation_for = CertificateAuthority.generation_for
+    monkeypatch.setattr(
+        CertificateAuthority,
+        "generation_for",
+        lambda ca, c: checked.append(c) or generation_for(ca, c),
+    )
+    assert authority.certificate_origin(cert) == (OWN_ANCHOR, "iot")
+    assert checked == []
+
+    namesake_key, namesake = make_ca("Issuing CA")  # the fixture CA's own name
+    assert namesake.subject == authority.ca.issuing.subject
+    stranger = make_leaf(namesake_key, namesake, "stranger")[1]
+    authority.anchors["namesake"] = [namesake]
+    assert authority.certificate_origin(stranger) == ("namesake", None)
+    assert checked == [stranger]
+
+    unrecorded = make_leaf(authority.ca.issuing_key, authority.ca.issuing, "forged")[1]
+    with pytest.raises(Forbidden, match="not in this CA's records"):
+        authority.certificate_origin(unrecorded)

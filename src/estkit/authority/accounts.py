@@ -31,6 +31,11 @@ _VERIFIED_CACHE_SIZE = 4096
 _NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-+")
 
 
+class HashCheckNeeded(Exception):
+    """authenticate(..., hash_allowed=False) found no remembered verification: the argon2id
+    hash must be checked, which takes tens of milliseconds (not on an event loop)."""
+
+
 def generate_secret() -> str:
     """A fresh random secret, URL-safe, 144 bits."""
     return secrets.token_urlsafe(GENERATED_SECRET_BYTES)
@@ -88,31 +93,37 @@ class Accounts:
     def list(self) -> list[UserRecord]:
         return self._store.users()
 
-    def authenticate(self, name: str, secret: str) -> Identity | None:
+    def authenticate(self, name: str, secret: str, *, hash_allowed: bool = True) -> Identity | None:
         """The user's identity when the secret matches (and a one-time one is unused).
 
         A consumed one-time secret presented correctly is refused with a reason saying so, so
         a device that retries its bootstrap can tell "already used" from "wrong secret"; a
         wrong secret for a consumed account still looks like any other wrong secret.
+        ``hash_allowed=False``: answer only from remembered verifications, and raise
+        HashCheckNeeded where the hash itself would have to be checked.
         """
         user = self._store.user(name)
         if user is None:
+            if not hash_allowed:
+                raise HashCheckNeeded
             # Spend comparable time so a missing user cannot be told apart by timing.
             self._verify_hash(_dummy_hash(), secret)
             return None
-        if not self._check(user, secret):
+        if not self._check(user, secret, hash_allowed):
             return None
         if user.consumed_at is not None:
             raise AuthenticationRequired(ONCE_SECRET_USED)
         return Identity(name=user.name, method="basic", labels=user.labels, once=user.once)
 
-    def _check(self, user: UserRecord, secret: str) -> bool:
+    def _check(self, user: UserRecord, secret: str, hash_allowed: bool) -> bool:
         digest = hmac.new(self._cache_key, secret.encode(), hashlib.sha256).digest()
         cache_key = (user.name, user.secret_hash)
         remembered = self._verified.get(cache_key)
         if remembered is not None and hmac.compare_digest(remembered, digest):
             self._verified.move_to_end(cache_key)
             return True
+        if not hash_allowed:
+            raise HashCheckNeeded
         if not self._verify_hash(user.secret_hash, secret):
             return False
         self._verified[cache_key] = digest

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from estkit.authority.token import KeyRef, Pkcs11Uri, TokenKeyRef, load_signing_key
+from estkit.authority.token import (
+    KeyRef,
+    Pkcs11Uri,
+    TokenEcKey,
+    TokenKeyRef,
+    TokenRsaKey,
+    load_signing_key,
+)
 
 
 def load_pem_certificates(path: Path) -> list[x509.Certificate]:
@@ -127,10 +135,17 @@ class CertificateAuthority:
         return tuple(certificates)
 
     @property
+    def signs_in_process(self) -> bool:
+        """The issuing key is held by cryptography, so signing is a quick computation rather
+        than a call into a PKCS#11 token that may block (and must not run on an event loop)."""
+        return not isinstance(self.issuing_key, TokenEcKey | TokenRsaKey)
+
+    @cached_property
     def issuing_id(self) -> str:
+        """The issuing CA's SKI (hex); every issuance reads it, so it is worked out once."""
         return subject_key_id(self.issuing)
 
-    @property
+    @cached_property
     def root_id(self) -> str:
         return subject_key_id(self.root)
 

@@ -27,6 +27,9 @@ class Identity:
     certificate: x509.Certificate | None = None
     once: bool = False
     """A one-time bootstrap secret: consumed by the first enrollment it authorizes."""
+    issued_on: str | None = None
+    """For this CA's own certificates: the label the store records it was issued on, as
+    read when the certificate was accepted (so renewal need not read the record again)."""
 
     def describe(self) -> str:
         """How the identity appears in logs and records (never a secret).

@@ -50,6 +50,8 @@ class IssuedCertificate:
     sans: tuple[x509.GeneralName, ...]
     """The subjectAltName entries, in extension order (none: no extension)."""
     subject_key_id: bytes | None
+    subject_text: str
+    """The subject as RFC 4514 text."""
 
     @classmethod
     def read_off(cls, cert: x509.Certificate) -> IssuedCertificate:
@@ -67,7 +69,7 @@ class IssuedCertificate:
         except x509.ExtensionNotFound:
             key_id = None
         spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-        return cls(cert, spki, sans, key_id)
+        return cls(cert, spki, sans, key_id, cert.subject.rfc4514_string())
 
 
 def _key_usage(is_rsa: bool) -> x509.KeyUsage:
@@ -191,4 +193,4 @@ def build_certificate(
             x509.SubjectAlternativeName(sans), critical=len(subject) == 0
         )
     cert = sign_builder(builder, ca.issuing_key)
-    return IssuedCertificate(cert, spki, tuple(sans), key_id.digest)
+    return IssuedCertificate(cert, spki, tuple(sans), key_id.digest, facts.subject_text)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -76,7 +78,7 @@ def certificate_record(
     return CertificateRecord(
         serial=serial_hex(cert.serial_number),
         label=label,
-        subject=cert.subject.rfc4514_string(),
+        subject=issued.subject_text,
         sans=san_strings(issued.sans),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
@@ -137,36 +139,60 @@ class Authority:
 
     def certificate_anchor(self, cert: x509.Certificate) -> str:
         """Which anchor issued a TLS client certificate; refuses revoked or unknown ones."""
+        return self.certificate_origin(cert)[0]
+
+    def certificate_origin(self, cert: x509.Certificate) -> tuple[str, str | None]:
+        """certificate_anchor, with the label the store records for this CA's own
+        certificates (None for a third-party anchor's)."""
         now = self.clock()
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise Forbidden("the TLS client certificate is not currently valid")
-        if self.ca.generation_for(cert) is not None:
-            record = self.store.certificate(serial_hex(cert.serial_number))
-            if record is None or record.der != cert.public_bytes(Encoding.DER):
-                raise Forbidden("the TLS client certificate is not in this CA's records")
+        record = self._own_record(cert)
+        if record is not None:
             if record.status == "revoked":
                 raise Forbidden("certificate revoked")
-            return OWN_ANCHOR
+            return OWN_ANCHOR, record.label
+        if self.ca.generation_for(cert) is not None:
+            raise Forbidden("the TLS client certificate is not in this CA's records")
         for name, anchor_certs in self.anchors.items():
             if any(is_issued_by(cert, anchor) or cert == anchor for anchor in anchor_certs):
                 if name in self.anchor_crls:
                     self.anchor_crls[name].check(cert)
-                return name
+                return name, None
         raise Forbidden("the TLS client certificate is not issued by a configured trust anchor")
 
-    def _check_renewal_label(self, current: x509.Certificate, label: str) -> None:
+    def _own_record(self, cert: x509.Certificate) -> CertificateRecord | None:
+        """The store's record of exactly this certificate, when it names one of this CA's
+        issuing CAs as its issuer.  A certificate byte for byte equal to one this CA issued
+        and recorded is that certificate, so its signature need not be checked again (TLS
+        has verified the chain already; a check costs as much as the rest of the lookup)."""
+        if not any(cert.issuer == g.issuing.subject for g in self.ca.generations):
+            return None
+        record = self.store.certificate(serial_hex(cert.serial_number))
+        if record is None or record.der != cert.public_bytes(Encoding.DER):
+            return None
+        return record
+
+    def _check_renewal_label(self, request: EnrollmentRequest) -> None:
         """A certificate is renewed under the profile it was issued with.
 
         Otherwise a holder of a short-lived certificate from one label (say 30-day device
         certificates) could reenroll on another and come away with that label's validity and
-        extended key usages.
+        extended key usages.  The label is the one read when the certificate was accepted,
+        or read now.
         """
-        record = self.store.certificate(serial_hex(current.serial_number))
-        if record is None:
-            raise Forbidden("the TLS client certificate is not in this CA's records")
-        if record.label != label:
+        current, label = request.renewing, request.label
+        assert current is not None
+        identity = request.identity
+        issued_on = identity.issued_on if identity.certificate is current else None
+        if issued_on is None:
+            record = self.store.certificate(serial_hex(current.serial_number))
+            if record is None:
+                raise Forbidden("the TLS client certificate is not in this CA's records")
+            issued_on = record.label
+        if issued_on != label:
             raise Forbidden(
-                f"this certificate was issued on {_where(record.label)} and can only be "
+                f"this certificate was issued on {_where(issued_on)} and can only be "
                 f"renewed there, not on {_where(label)}"
             )
 
@@ -174,31 +200,76 @@ class Authority:
 
     def enroll(self, request: EnrollmentRequest) -> x509.Certificate:
         """Check, sign and durably record; the certificate exists only if this returns."""
+        admitted = self._admit(request)
+        if admitted.awaits_approval:
+            return self._enroll_with_approval(request, admitted.profile)
+        cert, _ = self.sign_and_record(
+            request,
+            admitted.profile,
+            admitted.kind,
+            self._enrollment_writer(request),
+            replaces=admitted.replaces,
+        )
+        return cert
+
+    async def enroll_async(self, request: EnrollmentRequest) -> x509.Certificate:
+        """``enroll`` for the event loop, where the server's enrollments run.
+
+        A trip to a worker thread and back costs more CPU than the checks and the signing
+        together, so they run right here, and the record is committed by the store's writer
+        thread together with the other records pending at the time (one wake-up of the loop
+        per commit).  What could block goes to a thread: a CA key in a token, a request
+        that waits for approval, and the rare serial collision.  The checks read nothing
+        from the store: a renewal's label came with its identity (certificate_origin).
+        """
+        if not self.ca.signs_in_process:
+            return await asyncio.to_thread(self.enroll, request)
+        admitted = self._admit(request)
+        if admitted.awaits_approval:
+            return await asyncio.to_thread(self._enroll_with_approval, request, admitted.profile)
+        profile, kind, replaces = admitted.profile, admitted.kind, admitted.replaces
+        cert, record, event = self._draft(request, profile, kind, replaces)
+        try:
+            await self.store.record_certificate_async(
+                record, consume_once_user=_consumed_user(request), audit=event
+            )
+        except SerialCollision:  # redrawn on the threaded path, which retries
+            write = self._enrollment_writer(request)
+            cert, _ = await asyncio.to_thread(
+                self.sign_and_record, request, profile, kind, write, replaces=replaces
+            )
+        except OnceSecretConsumed:
+            raise AuthenticationRequired(ONCE_SECRET_USED) from None
+        return cert
+
+    def _admit(self, request: EnrollmentRequest) -> _Admitted:
+        """The label's checks, and what kind of issuance the request is."""
         profile = self.profile(request.label)
         for check in CHECKS:
             check(request, profile)
         if request.renewing is not None:
-            self._check_renewal_label(request.renewing, request.label)
-        elif profile.approval == "manual":
-            # RFC 7030 §4.2.3: a person decides (202 until then). Imported here because
-            # approval builds on this module. Renewal stays automatic: see README.
-            from estkit.authority.approval import enroll_with_approval
-
-            return enroll_with_approval(self, request, profile)
-        kind = "enroll"
-        replaces = None
-        if request.renewing is not None:
+            self._check_renewal_label(request)
             kind = "renew" if same_key(request.csr, request.renewing) else "rekey"
-            replaces = serial_hex(request.renewing.serial_number)
-        identity = request.identity
+            return _Admitted(profile, kind, serial_hex(request.renewing.serial_number))
+        # RFC 7030 §4.2.3: a person decides (202 until then).  Renewal stays automatic:
+        # see README.
+        return _Admitted(profile, "enroll", None, awaits_approval=profile.approval == "manual")
+
+    def _enroll_with_approval(
+        self, request: EnrollmentRequest, profile: Profile
+    ) -> x509.Certificate:
+        # Imported here because approval builds on this module.
+        from estkit.authority.approval import enroll_with_approval
+
+        return enroll_with_approval(self, request, profile)
+
+    def _enrollment_writer(self, request: EnrollmentRequest) -> RecordWriter:
+        consume = _consumed_user(request)
 
         def write(record: CertificateRecord, event: AuditEvent) -> None:
-            self.store.record_certificate(
-                record, consume_once_user=identity.name if identity.once else None, audit=event
-            )
+            self.store.record_certificate(record, consume_once_user=consume, audit=event)
 
-        cert, _ = self.sign_and_record(request, profile, kind, write, replaces=replaces)
-        return cert
+        return write
 
     def sign_and_record(
         self,
@@ -213,32 +284,9 @@ class Authority:
     ) -> tuple[x509.Certificate, CertificateRecord]:
         """Sign under a fresh random serial and hand the record and its audit event to write
         (one store transaction); a serial that exists already is redrawn.  Every issuance
-        path (enroll, approved requests, serverkeygen, CMC) goes through here."""
-        requester = request.identity.describe()
+        path on a thread (enroll, approved requests, serverkeygen, CMC) goes through here."""
         for _ in range(SERIAL_ATTEMPTS):
-            now = self.clock()
-            issued = build_certificate(
-                self.ca,
-                request.csr,
-                profile,
-                x509.random_serial_number(),
-                now,
-                self.urls,
-                public_key=public_key,
-            )
-            cert = issued.certificate
-            record = certificate_record(
-                issued, request.label, requester, kind, self.ca.issuing_id, now, replaces
-            )
-            event = AuditEvent(
-                actor=requester,
-                action=f"certificate.{kind}",
-                subject=record.serial,
-                at=now,
-                source=request.source,
-                detail={"label": request.label, "subject": record.subject, **(detail or {})}
-                | ({"operation": request.operation} if request.operation else {}),
-            )
+            cert, record, event = self._draft(request, profile, kind, replaces, public_key, detail)
             try:
                 write(record, event)
             except SerialCollision:
@@ -250,6 +298,59 @@ class Authority:
             "could not allocate a unique serial number; nothing was issued, retry later",
             retry_after=self.store.retry_after,
         )
+
+    def _draft(
+        self,
+        request: EnrollmentRequest,
+        profile: Profile,
+        kind: str,
+        replaces: str | None,
+        public_key: CertificatePublicKeyTypes | None = None,
+        detail: Mapping[str, object] | None = None,
+    ) -> tuple[x509.Certificate, CertificateRecord, AuditEvent]:
+        """A certificate signed under a fresh random serial, its record and audit event."""
+        requester = request.identity.describe()
+        now = self.clock()
+        issued = build_certificate(
+            self.ca,
+            request.csr,
+            profile,
+            x509.random_serial_number(),
+            now,
+            self.urls,
+            public_key=public_key,
+        )
+        record = certificate_record(
+            issued, request.label, requester, kind, self.ca.issuing_id, now, replaces
+        )
+        event = AuditEvent(
+            actor=requester,
+            action=f"certificate.{kind}",
+            subject=record.serial,
+            at=now,
+            source=request.source,
+            detail={"label": request.label, "subject": record.subject, **(detail or {})}
+            | ({"operation": request.operation} if request.operation else {}),
+        )
+        return issued.certificate, record, event
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    """A request that passed its label's checks, and how it is to be issued."""
+
+    profile: Profile
+    kind: str
+    """enroll, renew (the same key) or rekey."""
+    replaces: str | None
+    """The serial of the certificate being renewed."""
+    awaits_approval: bool = False
+
+
+def _consumed_user(request: EnrollmentRequest) -> str | None:
+    """The one-time bootstrap account this enrollment uses up, if any."""
+    identity = request.identity
+    return identity.name if identity.once else None
 
 
 def _where(label: str) -> str:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from cryptography import x509
 
+from estkit.authority.accounts import HashCheckNeeded
 from estkit.authority.checks import common_name
 from estkit.authority.identity import OWN_ANCHOR, Channel, Identity
 from estkit.authority.request import EnrollmentRequest
@@ -75,13 +75,14 @@ def channel_of(request: web.Request) -> Channel:
 
 
 def certificate_identity(ctx: ServerContext, channel: Channel) -> tuple[Identity, Channel]:
-    """Identity of the TLS client certificate holder (refused if revoked or unknown).
-    Reads the store: runs on a worker thread."""
+    """Identity of the TLS client certificate holder (refused if revoked or unknown)."""
     cert = channel.peer_certificate
     assert cert is not None
-    anchor = ctx.authority.certificate_anchor(cert)
+    anchor, issued_on = ctx.authority.certificate_origin(cert)
     name = common_name(cert.subject) or cert.subject.rfc4514_string()
-    identity = Identity(name=name, method="certificate", anchor=anchor, certificate=cert)
+    identity = Identity(
+        name=name, method="certificate", anchor=anchor, certificate=cert, issued_on=issued_on
+    )
     return identity, Channel(channel.tls_version, channel.tls_unique, cert, anchor)
 
 
@@ -107,21 +108,41 @@ def offered_credentials(
 
 
 def identify(
-    ctx: ServerContext, channel: Channel, credentials: BasicCredentials | None, renewing: bool
+    ctx: ServerContext,
+    channel: Channel,
+    credentials: BasicCredentials | None,
+    renewing: bool,
+    hash_allowed: bool = True,
 ) -> tuple[Identity, Channel]:
     """Who is asking: the certificate being renewed, else Basic credentials, else the TLS
-    client certificate.  Reads the store: runs on a worker thread."""
+    client certificate.  Reads the store (see identify_soon for where it runs)."""
     if renewing:
         identity, channel = certificate_identity(ctx, channel)
         if identity.anchor != OWN_ANCHOR:
             raise Forbidden("simplereenroll needs a TLS client certificate issued by this CA")
         return identity, channel
     if credentials is not None:
-        user = ctx.accounts.authenticate(credentials.user, credentials.password)
+        user = ctx.accounts.authenticate(
+            credentials.user, credentials.password, hash_allowed=hash_allowed
+        )
         if user is None:
             raise AuthenticationRequired("wrong user name or password")
         return user, channel
     return certificate_identity(ctx, channel)
+
+
+async def identify_soon(
+    ctx: ServerContext, channel: Channel, credentials: BasicCredentials | None, renewing: bool
+) -> tuple[Identity, Channel]:
+    """identify, on the event loop when the store's reads are local (SQLite) and the Basic
+    secret's verification is remembered; otherwise on a worker thread, since a PostgreSQL
+    round trip or an argon2id check (tens of milliseconds) must not stall the loop."""
+    if ctx.authority.store.local_reads:
+        try:
+            return identify(ctx, channel, credentials, renewing, hash_allowed=False)
+        except HashCheckNeeded:
+            pass
+    return await asyncio.to_thread(identify, ctx, channel, credentials, renewing)
 
 
 async def authenticate(
@@ -129,8 +150,8 @@ async def authenticate(
 ) -> tuple[Identity, Channel]:
     """RFC 7030 §3.3: TLS client certificate and/or HTTP Basic, as the operation needs."""
     credentials = offered_credentials(request, channel, renewing)
-    identity, channel = await asyncio.to_thread(identify, ctx, channel, credentials, renewing)
-    request[IDENTITY] = identity.describe()
+    identity, channel = await identify_soon(ctx, channel, credentials, renewing)
+    request[IDENTITY] = identity.describe()  # for the access log line, even on refusal
     return identity, channel
 
 
@@ -187,27 +208,22 @@ async def csrattrs(request: web.Request, ctx: ServerContext, label: str) -> web.
 async def _enroll(
     request: web.Request, ctx: ServerContext, label: str, renewing: bool
 ) -> web.StreamResponse:
+    """Everything but the commit on the event loop (Authority.enroll_async says why)."""
     channel = channel_of(request)
     credentials = offered_credentials(request, channel, renewing)
     body = await read_body(request, ctx)
-
-    def authenticate_and_issue() -> x509.Certificate:
-        # One trip to a worker thread for everything that reads or writes the store: each
-        # trip costs the event loop a wake-up, and this is the busiest path of the server.
-        identity, checked = identify(ctx, channel, credentials, renewing)
-        request[IDENTITY] = identity.describe()  # for the access log line, even on refusal
-        require_content_type(request, PKCS10_TYPE)
-        enrollment = EnrollmentRequest(
-            label=label,
-            csr=load_csr(decode_body(body)),
-            identity=identity,
-            channel=checked,
-            renewing=identity.certificate if renewing else None,
-            source=request.remote or "",
-        )
-        return ctx.authority.enroll(enrollment)
-
-    cert = await asyncio.to_thread(authenticate_and_issue)
+    identity, checked = await identify_soon(ctx, channel, credentials, renewing)
+    request[IDENTITY] = identity.describe()  # for the access log line, even on refusal
+    require_content_type(request, PKCS10_TYPE)
+    enrollment = EnrollmentRequest(
+        label=label,
+        csr=load_csr(decode_body(body)),
+        identity=identity,
+        channel=checked,
+        renewing=identity.certificate if renewing else None,
+        source=request.remote or "",
+    )
+    cert = await ctx.authority.enroll_async(enrollment)
     return base64_response(certs_only([cert]), CERTS_ONLY_TYPE)
 
 

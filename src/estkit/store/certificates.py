@@ -61,6 +61,32 @@ class CertificateTable(Database):
         same transaction (manual approval marks its request issued); an exception it raises
         rolls everything back and reaches the caller.
         """
+        work, conflict = self._certificate_write(
+            record, consume_once_user, audit, archived_key, also
+        )
+        self._write(work, conflict)
+
+    async def record_certificate_async(
+        self,
+        record: CertificateRecord,
+        *,
+        consume_once_user: str | None = None,
+        audit: AuditEvent | None = None,
+    ) -> None:
+        """``record_certificate`` for a coroutine (the enrollment path on the event loop):
+        committed with whatever else is being written at the time, and as durable."""
+        work, conflict = self._certificate_write(record, consume_once_user, audit, None, None)
+        await self._write_async(work, conflict)
+
+    def _certificate_write(
+        self,
+        record: CertificateRecord,
+        consume_once_user: str | None,
+        audit: AuditEvent | None,
+        archived_key: ArchivedKey | None,
+        also: Callable[[Connection], None] | None,
+    ) -> tuple[Callable[[Connection], None], Callable[[IntegrityError], Exception]]:
+        """The transaction's work and what a constraint violation means."""
 
         def work(connection: Connection) -> None:
             if also is not None:
@@ -90,14 +116,11 @@ class CertificateTable(Database):
                 retry_after=self.retry_after,
             )
 
-        self._write(work, conflict)
+        return work, conflict
 
     def certificate(self, serial: str) -> CertificateRecord | None:
-        def query(connection: Connection) -> CertificateRecord | None:
-            row = _CERTIFICATE_BY_SERIAL.first(connection, {"serial": serial})
-            return None if row is None else _certificate_record(row)
-
-        return self._read(query)
+        row = self._read_row(_CERTIFICATE_BY_SERIAL, {"serial": serial})
+        return None if row is None else _certificate_record(row)
 
     def certificates(self) -> list[CertificateRecord]:
         def query(connection: Connection) -> list[CertificateRecord]:

@@ -20,6 +20,8 @@ SQLAlchemy's per-call execution machinery costs several times what SQLite spends
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -194,7 +196,9 @@ class DriverStatement:
         columns = [(str(column.key), column.type) for column in selected]
         return _Plan(compiled.string, names, processors, dialect.positional, columns)
 
-    def _run(self, connection: Connection, parameters: Mapping[str, Any]) -> tuple[_Plan, Any]:
+    def _run(
+        self, connection: Connection, parameters: Mapping[str, Any], begin: bool = True
+    ) -> tuple[_Plan, Any]:
         plan = self._plan(connection.dialect)
         try:
             values = [
@@ -203,7 +207,7 @@ class DriverStatement:
             ]
         except Exception as exc:  # a value the type refuses: StatementError, as from execute()
             raise_translated(connection, exc, plan.sql, parameters, None)
-        if connection.get_transaction() is None:
+        if begin and connection.get_transaction() is None:
             connection.begin()  # as execute() would (autobegin)
         bound = tuple(values) if plan.positional else dict(zip(plan.names, values, strict=True))
         return plan, driver_execute(connection, plan.sql, bound)
@@ -213,9 +217,12 @@ class DriverStatement:
         _, cursor = self._run(connection, parameters)
         cursor.close()
 
-    def first(self, connection: Connection, parameters: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The first row of a SELECT, by column name, or None."""
-        plan, cursor = self._run(connection, parameters)
+    def first(
+        self, connection: Connection, parameters: Mapping[str, Any], *, begin: bool = True
+    ) -> dict[str, Any] | None:
+        """The first row of a SELECT, by column name, or None.  ``begin=False``: no
+        transaction is begun (a connection in autocommit runs the SELECT on its own)."""
+        plan, cursor = self._run(connection, parameters, begin)
         try:
             row = cursor.fetchone()
             if row is None:
@@ -264,11 +271,44 @@ class Database:
         self.retry_after = retry_after
         """Seconds a client is told to wait (Retry-After) when the store cannot answer."""
         self._writer, self._reader = _engines(url, busy_timeout)
-        self._group = GroupCommit(self._writer.begin)
+        self.local_reads = self._reader.dialect.name == "sqlite"
+        """Reads are of a local file and never wait for a writer (SQLite in WAL mode): a
+        read costs less than handing it to a thread, so the server runs the reads of its
+        busiest path on the event loop.  PostgreSQL's reads are network round trips."""
+        # A local file's connection never goes stale, so on SQLite the hot reads and the
+        # group's batches keep their connections instead of checking one out (and resetting
+        # it) each time; PostgreSQL's are checked on checkout (store/pg_ping.py).
+        self._held = threading.local()
+        self._held_connections: list[Connection] = []
+        self._held_lock = threading.Lock()
+        self._batch_connection: Connection | None = None
+        self._group = GroupCommit(self._batch if self.local_reads else self._writer.begin)
 
     def close(self) -> None:
+        self._group.close()
+        with self._held_lock:
+            held, self._held_connections = self._held_connections, []
+        if self._batch_connection is not None:
+            held.append(self._batch_connection)
+        for connection in held:
+            connection.close()
         self._writer.dispose()
         self._reader.dispose()
+
+    @contextmanager
+    def _batch(self) -> Iterator[Connection]:
+        """A group-commit batch's transaction on SQLite, on the connection kept for batches
+        (the group runs one batch at a time); after a failure it is replaced."""
+        connection = self._batch_connection
+        if connection is None:
+            connection = self._batch_connection = self._writer.connect()
+        try:
+            with connection.begin():
+                yield connection
+        except BaseException:
+            self._batch_connection = None
+            connection.close()
+            raise
 
     def create_schema(self, remedy: str = "estkit db upgrade") -> None:
         """Make the schema in an empty database (every migration, as ``estkit db upgrade``
@@ -312,6 +352,41 @@ class Database:
         with self._guard(), self._reader.begin() as connection:
             return query(connection)
 
+    def _read_row(
+        self, statement: DriverStatement, parameters: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """One row of a hot single-statement read (see DriverStatement).
+
+        On SQLite a lone SELECT in autocommit is a read transaction of its own, so it runs
+        on a connection the calling thread keeps, without the pool's checkout and a
+        BEGIN/COMMIT around it, which cost more than the SELECT (the event loop runs these
+        for every enrollment).  Elsewhere it is an ordinary read."""
+        if not self.local_reads:
+            return self._read(lambda connection: statement.first(connection, parameters))
+        connection = self._held_connection()
+        try:
+            return statement.first(connection, parameters, begin=False)
+        except SQLAlchemyError as exc:
+            self._drop_held_connection(connection)
+            raise self._unavailable(exc) from exc
+
+    def _held_connection(self) -> Connection:
+        connection: Connection | None = getattr(self._held, "connection", None)
+        if connection is None or connection.closed:
+            with self._guard():
+                connection = self._reader.connect()
+            with self._held_lock:
+                self._held_connections.append(connection)
+            self._held.connection = connection
+        return connection
+
+    def _drop_held_connection(self, connection: Connection) -> None:
+        self._held.connection = None
+        with self._held_lock:
+            if connection in self._held_connections:
+                self._held_connections.remove(connection)
+        connection.close()
+
     def _write(
         self,
         work: Callable[[Connection], T],
@@ -329,6 +404,22 @@ class Database:
             return self._group.run(work)
         except IntegrityError as exc:
             raise (on_conflict(exc) if on_conflict else self._unavailable(exc)) from exc
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def _write_async(
+        self,
+        work: Callable[[Connection], T],
+        on_conflict: Callable[[IntegrityError], Exception] | None = None,
+    ) -> T:
+        """``_write`` for a coroutine: the group's writer thread commits, the event loop
+        goes on.  A conflict is looked into on a thread (on_conflict may read the store)."""
+        try:
+            return await self._group.submit(work)
+        except IntegrityError as exc:
+            if on_conflict is None:
+                raise self._unavailable(exc) from exc
+            raise (await asyncio.to_thread(on_conflict, exc)) from exc
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from exc
 

@@ -1,17 +1,28 @@
-"""Group commit: write transactions from many threads share one commit, and so one fsync.
+"""Group commit: write transactions from many threads and coroutines share one commit, and
+so one fsync.
 
 Every certificate must be durable before its response leaves, so a naive store commits (and
 fsyncs) once per enrollment and its throughput is capped by the disk's flush rate.  Here the
-threads that want to write queue their work; one of them, the leader, runs everything queued
+callers that want to write queue their work; one thread, the leader, runs everything queued
 in one transaction and commits once.  A job that fails (a serial collision, a consumed
 bootstrap secret) gets its own exception and the rest of its batch runs again without it; a
 commit that fails fails every job in the batch, so nothing is ever reported written that
-was not.  Jobs that arrive while a batch commits form the next batch, led by the first of
-them, so no thread waits for work that is not its own for longer than one commit.
+was not.
+
+Two kinds of callers:
+- a thread (``run``) waits for its job; when no batch is being committed it leads one at
+  once, otherwise the first thread queued behind a batch leads the next, so no thread waits
+  for work that is not its own for longer than one commit;
+- a coroutine (``submit``) must not block its event loop, so its jobs are led by the
+  group's writer thread, and every job of a batch that came from one event loop is resolved
+  by a single wake-up of that loop.  A hand-off between threads costs far more CPU than the
+  SQL of an enrollment, so this is what lets a busy server pay it per batch, not per job.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -31,8 +42,10 @@ MAX_BATCH = 64
 class _Job:
     work: Callable[[Connection], Any]
     ready: threading.Event | None = None
-    """What the job waits on; only a job that queued behind a leader waits (a lone writer,
-    the common case, leads its own batch at once and never needs one)."""
+    """What a thread's job waits on; only a job that queued behind a leader waits (a lone
+    writer, the common case, leads its own batch at once and never needs one)."""
+    future: asyncio.Future[Any] | None = None
+    """A coroutine's job: resolved on its event loop once the batch is committed."""
     leads: bool = False
     finished: bool = False
     result: Any = None
@@ -40,7 +53,8 @@ class _Job:
 
 
 class GroupCommit:
-    """Runs ``work(connection)`` calls from any thread in shared write transactions."""
+    """Runs ``work(connection)`` calls from any thread or coroutine in shared write
+    transactions."""
 
     def __init__(
         self,
@@ -53,6 +67,10 @@ class GroupCommit:
         self._queue: list[_Job] = []
         self._leader_active = False
         self._inside = threading.local()
+        self._writer_turn = threading.Condition(self._lock)
+        self._writer_leads = False
+        self._writer: threading.Thread | None = None
+        self._closed = False
 
     def run(self, work: Callable[[Connection], T]) -> T:
         """Run work in a committed transaction; its result, or the exception it (or the
@@ -80,8 +98,51 @@ class GroupCommit:
             raise job.error
         return cast(T, job.result)
 
+    async def submit(self, work: Callable[[Connection], T]) -> T:
+        """``run`` for a coroutine: the event loop goes on while the writer thread commits."""
+        job = _Job(work, future=asyncio.get_running_loop().create_future())
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            self._queue.append(job)
+            if not self._leader_active:
+                self._leader_active = True
+                self._wake_writer()
+        assert job.future is not None
+        return cast(T, await job.future)
+
+    def close(self) -> None:
+        """Stop the writer thread once it has committed what is queued."""
+        with self._lock:
+            self._closed = True
+            self._writer_turn.notify()
+            writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join()
+
+    def _wake_writer(self) -> None:
+        """Give the lead to the writer thread (started on first use); the lock is held."""
+        self._writer_leads = True
+        if self._writer is None:
+            self._writer = threading.Thread(
+                target=self._writer_loop, name="estkit-group-commit", daemon=True
+            )
+            self._writer.start()
+        self._writer_turn.notify()
+
+    def _writer_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._writer_leads and not self._closed:
+                    self._writer_turn.wait()
+                if not self._writer_leads:
+                    return  # closed, nothing to lead
+                self._writer_leads = False
+            self._lead()
+
     def _lead(self) -> None:
-        """Commit one batch, then pass the lead to the next waiting job (or give it up)."""
+        """Commit one batch, then pass the lead on: to the next job's thread if a thread
+        waits for it, to the writer thread for a coroutine's job, or give it up."""
         with self._lock:
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
@@ -92,12 +153,11 @@ class GroupCommit:
                 successor = self._queue[0] if self._queue else None
                 if successor is None:
                     self._leader_active = False
+                elif successor.future is not None:
+                    self._wake_writer()
                 else:
                     successor.leads = True
-            for job in batch:
-                job.finished = True
-                if job.ready is not None:
-                    job.ready.set()
+            _settle(batch)
             if successor is not None and successor.ready is not None:
                 successor.ready.set()
 
@@ -142,3 +202,30 @@ def _is_store_failure(error: Exception) -> bool:
 def _fail(jobs: list[_Job], error: BaseException) -> None:
     for job in jobs:
         job.result, job.error = None, error
+
+
+def _settle(batch: list[_Job]) -> None:
+    """Mark a committed batch finished, waking threads' jobs one by one and coroutines'
+    jobs with one call per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+    for job in batch:
+        job.finished = True
+        if job.future is not None:
+            by_loop.setdefault(job.future.get_loop(), []).append(job)
+        elif job.ready is not None:
+            job.ready.set()
+    for loop, jobs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_resolve, jobs)
+
+
+def _resolve(jobs: list[_Job]) -> None:
+    """On the jobs' event loop: hand each coroutine its result or its exception."""
+    for job in jobs:
+        future = job.future
+        if future is None or future.done():  # done: the coroutine was cancelled
+            continue
+        if job.error is not None:
+            future.set_exception(job.error)
+        else:
+            future.set_result(job.result)

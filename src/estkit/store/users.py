@@ -40,11 +40,8 @@ class UserTable(Database):
         self._write(work, lambda _exc: UserExists(user.name))
 
     def user(self, name: str) -> UserRecord | None:
-        def query(connection: Connection) -> UserRecord | None:
-            row = _USER_BY_NAME.first(connection, {"name": name})
-            return None if row is None else _user_record(row)
-
-        return self._read(query)
+        row = self._read_row(_USER_BY_NAME, {"name": name})
+        return None if row is None else _user_record(row)
 
     def users(self) -> list[UserRecord]:
         def query(connection: Connection) -> list[UserRecord]:

@@ -25,11 +25,12 @@ class CsrFacts:
     verifies its signature again on every ``is_signature_valid`` (~80 us).  A failure is
     not kept: asking again raises it again."""
 
-    __slots__ = ("_public_key", "_signature_valid", "_spki", "_subject", "csr")
+    __slots__ = ("_public_key", "_signature_valid", "_spki", "_subject", "_subject_text", "csr")
 
     def __init__(self, csr: x509.CertificateSigningRequest) -> None:
         self.csr = csr
         self._subject: x509.Name | None = None
+        self._subject_text: str | None = None
         self._public_key: CertificatePublicKeyTypes | None = None
         self._spki: bytes | None = None
         self._signature_valid: bool | None = None
@@ -39,6 +40,13 @@ class CsrFacts:
         if self._subject is None:
             self._subject = self.csr.subject
         return self._subject
+
+    @property
+    def subject_text(self) -> str:
+        """The subject as RFC 4514 text (the store's record of a certificate keeps it)."""
+        if self._subject_text is None:
+            self._subject_text = self.subject.rfc4514_string()
+        return self._subject_text
 
     @property
     def public_key(self) -> CertificatePublicKeyTypes:
@@ -68,7 +76,8 @@ _recent = threading.local()
 
 def csr_facts(csr: x509.CertificateSigningRequest) -> CsrFacts:
     """The facts of csr, kept for the calling thread's most recent CSR: an enrollment loads,
-    checks and signs its CSR on one worker thread."""
+    checks and signs its CSR in one go on one thread (the event loop's, with nothing awaited
+    in between, or a worker's)."""
     facts: CsrFacts | None = getattr(_recent, "facts", None)
     if facts is None or facts.csr is not csr:
         facts = _recent.facts = CsrFacts(csr)
@@ -86,7 +95,7 @@ def load_csr(der: bytes, ignore_key: bool = False) -> x509.CertificateSigningReq
         facts = csr_facts(csr)
         # Touch the lazily parsed parts so that a malformed subject, attribute or extension
         # surfaces here as bad DER rather than later as an unexpected exception.
-        facts.subject.rfc4514_string()
+        _ = facts.subject_text
         _ = csr.attributes
         _ = csr.extensions
     except ValueError as exc:

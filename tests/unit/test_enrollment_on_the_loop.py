@@ -1,0 +1,128 @@
+"""What runs on the event loop and what is handed to a thread (Authority.enroll_async,
+routes.identify_soon): the loop keeps the quick work, and nothing that may take long (an
+argon2id check, a token's signature, a request that waits for approval) ever runs on it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+from cryptography import x509
+
+from estkit.authority.accounts import Accounts, HashCheckNeeded
+from estkit.authority.ca import CertificateAuthority
+from estkit.authority.identity import Channel, Identity
+from estkit.authority.request import EnrollmentRequest
+from estkit.authority.service import Authority
+from estkit.config import ServerSettings
+from estkit.errors import ApprovalPending, AuthenticationRequired
+from estkit.server.auth import BasicCredentials
+from estkit.server.context import ServerContext
+from estkit.server.routes import identify_soon
+from estkit.wire.csr import load_csr
+from tests.esthttp import make_csr
+
+NO_TLS = Channel("TLSv1.3", None, None, None)
+FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+def threads_of(monkeypatch: pytest.MonkeyPatch, target: Any, name: str) -> list[str]:
+    """Wrap target.name to note the name of each thread that calls it."""
+    seen: list[str] = []
+    original: Callable[..., Any] = getattr(target, name)
+
+    def noted(*args: Any, **kwargs: Any) -> Any:
+        seen.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, noted)
+    return seen
+
+
+def on_a_loop(coroutine_function: Callable[[], Any]) -> tuple[Any, str]:
+    """Run it on a fresh event loop in this thread: (its result, the loop thread's name)."""
+    return asyncio.run(coroutine_function()), threading.current_thread().name
+
+
+@pytest.fixture
+def context(authority: Authority) -> ServerContext:
+    accounts = Accounts(authority.store, FAST_HASHER)
+    return ServerContext(authority, accounts, ServerSettings())
+
+
+def test_a_secret_is_checked_on_a_thread_once_then_recalled_on_the_loop(
+    context: ServerContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "s3cret-enough"
+    context.accounts.add("dev", secret, None, once=False, actor="test")
+    hashed = threads_of(monkeypatch, context.accounts, "_verify_hash")
+    right = BasicCredentials("dev", secret)
+
+    def identify(credentials: BasicCredentials) -> Callable[[], Any]:
+        return lambda: identify_soon(context, NO_TLS, credentials, renewing=False)
+
+    (first, _), loop_thread = on_a_loop(identify(right))
+    assert first.name == "dev"
+    assert len(hashed) == 1 and hashed[0] != loop_thread
+    (again, _), _ = on_a_loop(identify(right))
+    assert again.name == "dev" and len(hashed) == 1  # remembered: no hash, no thread
+    with pytest.raises(AuthenticationRequired, match="wrong user name or password"):
+        on_a_loop(identify(BasicCredentials("dev", "wrong")))
+    with pytest.raises(AuthenticationRequired, match="wrong user name or password"):
+        on_a_loop(identify(BasicCredentials("nobody", secret)))
+    assert len(hashed) == 3 and loop_thread not in hashed
+
+
+def test_remembered_only_when_the_hash_may_not_be_checked(context: ServerContext) -> None:
+    accounts = context.accounts
+    accounts.add("dev", "first-secret", None, once=False, actor="test")
+    for name, secret in [("dev", "first-secret"), ("nobody", "x")]:
+        with pytest.raises(HashCheckNeeded):
+            accounts.authenticate(name, secret, hash_allowed=False)
+    assert accounts.authenticate("dev", "first-secret") is not None
+    assert accounts.authenticate("dev", "first-secret", hash_allowed=False) is not None
+    with pytest.raises(HashCheckNeeded):  # a wrong secret is never answered from memory
+        accounts.authenticate("dev", "other-secret", hash_allowed=False)
+
+
+def basic_request(label: str = "") -> EnrollmentRequest:
+    return EnrollmentRequest(
+        label=label,
+        csr=load_csr(make_csr("dev")[1]),
+        identity=Identity(name="u", method="basic"),
+        channel=NO_TLS,
+    )
+
+
+def test_signing_with_a_key_in_process_stays_on_the_loop(
+    authority: Authority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drafted = threads_of(monkeypatch, authority, "_draft")
+    cert, loop_thread = on_a_loop(lambda: authority.enroll_async(basic_request()))
+    assert isinstance(cert, x509.Certificate)
+    assert drafted == [loop_thread]
+    assert authority.store.certificate(format(cert.serial_number, "x")) is not None
+
+
+def test_signing_with_a_key_in_a_token_goes_to_a_thread(
+    authority: Authority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(CertificateAuthority, "signs_in_process", property(lambda _: False))
+    drafted = threads_of(monkeypatch, authority, "_draft")
+    cert, loop_thread = on_a_loop(lambda: authority.enroll_async(basic_request()))
+    assert len(drafted) == 1 and drafted[0] != loop_thread
+    assert authority.store.certificate(format(cert.serial_number, "x")) is not None
+
+
+def test_a_request_that_awaits_approval_is_queued_from_a_thread(
+    authority: Authority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queued = threads_of(monkeypatch, authority.store, "add_request")
+    with pytest.raises(ApprovalPending):
+        on_a_loop(lambda: authority.enroll_async(basic_request("approved")))
+    assert len(queued) == 1 and queued[0] != threading.current_thread().name
+    assert authority.store.certificates() == []
