@@ -11,10 +11,11 @@ server on this stack pays for the connection and the HTTP exchange.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def serve(data_dir: Path) -> None:
             app.router.add_post(f"/.well-known/est/{operation}", answer)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        trust = load_pem_certificates(config.root_cert)
+        # What estkit trusts for client certificates (its issuing CA signs them).
+        trust = load_pem_certificates(config.root_cert) + load_pem_certificates(config.issuing_cert)
         tls = server_context(config.tls_cert, config.tls_key, trust)
         listener = socket.create_server(("127.0.0.1", 0))
         await web.SockSite(runner, listener, ssl_context=tls).start()
@@ -70,6 +72,35 @@ class FloorRow:
     estkit: Result
 
 
+@contextlib.contextmanager
+def floor_beside_estkit(
+    directory: Path, clients: int, wrapper: Sequence[str] = (), timeout: float = 30.0
+) -> Iterator[tuple[Target, Target]]:
+    """A fresh SQLite instance served by estkit (one worker) and by the floor server, both
+    run under ``wrapper`` (valgrind for the instructions part): (estkit, the floor) as load
+    targets with the same account, CSRs and client certificates."""
+    with fresh_instance(directory, "sqlite") as data_dir:
+        floor = subprocess.Popen(
+            [*wrapper, sys.executable, "-m", "bench.floor", "serve", str(data_dir)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            server = start_server(data_dir, timeout=timeout, wrapper=wrapper)
+            try:
+                assert floor.stdout is not None
+                port = int(floor.stdout.readline())
+                target = Target.prepare(server, "sqlite", 1, data_dir, clients)
+                # The same load against the floor server: its URL, and its process for CPU.
+                bare_server = replace(server, url=f"https://127.0.0.1:{port}", process=floor)
+                yield target, replace(target, server=bare_server, store="-")
+            finally:
+                server.stop()
+        finally:
+            floor.kill()
+            floor.wait()
+
+
 def measure_floor(
     directory: Path,
     modes: Sequence[str],
@@ -80,32 +111,17 @@ def measure_floor(
     """Per mode, the floor server and estkit (SQLite, one worker) on one instance, one after
     the other."""
     rows = []
-    with fresh_instance(directory / "floor", "sqlite") as data_dir:
-        floor = subprocess.Popen(
-            [sys.executable, "-m", "bench.floor", "serve", str(data_dir)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        server = start_server(data_dir)
-        try:
-            assert floor.stdout is not None
-            port = int(floor.stdout.readline())
-            target = Target.prepare(server, "sqlite", 1, data_dir, clients)
-            # The same load against the floor server: its URL, and its process for the CPU.
-            bare_server = replace(server, url=f"https://127.0.0.1:{port}", process=floor)
-            bare_target = replace(target, server=bare_server, store="-")
-            for mode in modes:
-                bare = bare_target.run(mode, clients, duration)
-                full = target.run(mode, clients, duration)
-                progress(
-                    f"floor {mode}: {bare.cpu_ms_per_enrollment:.2f} ms, estkit "
-                    f"{full.cpu_ms_per_enrollment:.2f} ms"
-                )
-                rows.append(FloorRow(mode, bare, full))
-        finally:
-            server.stop()
-            floor.kill()
-            floor.wait()
+    with floor_beside_estkit(directory / "floor", clients) as (target, bare_target):
+        for mode in modes:
+            bare = bare_target.run(mode, clients, duration)
+            if bare.failures or not bare.enrollments:
+                raise RuntimeError(f"floor {mode}: {bare.failures} requests failed")
+            full = target.run(mode, clients, duration)
+            progress(
+                f"floor {mode}: {bare.cpu_ms_per_enrollment:.2f} ms, estkit "
+                f"{full.cpu_ms_per_enrollment:.2f} ms"
+            )
+            rows.append(FloorRow(mode, bare, full))
     return rows
 
 

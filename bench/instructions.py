@@ -14,17 +14,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.estserver import start_server
-
-from bench.floor import FLOOR_MODES
-from bench.instance import fresh_instance
+from bench.floor import FLOOR_MODES, floor_beside_estkit
 from bench.matrix import Target
 from bench.report import markdown_table
 
@@ -97,21 +93,11 @@ def measure_instructions(
         f"--callgrind-out-file={out_dir}/cg.%p",
     ]
     rows = []
-    with fresh_instance(directory / "instructions", "sqlite") as data_dir:
-        floor = subprocess.Popen(
-            [*wrapper, sys.executable, "-m", "bench.floor", "serve", str(data_dir)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        server = start_server(data_dir, timeout=600, wrapper=wrapper)
-        try:
-            assert floor.stdout is not None
-            port = int(floor.stdout.readline())
-            target = Target.prepare(server, "sqlite", 1, data_dir, CLIENTS)
-            bare_server = replace(server, url=f"https://127.0.0.1:{port}", process=floor)
-            bare_target = replace(target, server=bare_server, store="-")
-            counted_server = Counted(server.process.pid, out_dir)
-            counted_floor = Counted(floor.pid, out_dir)
+    try:
+        with floor_beside_estkit(directory / "instructions", CLIENTS, wrapper, 600) as targets:
+            target, bare_target = targets
+            counted_server = Counted(target.server.process.pid, out_dir)
+            counted_floor = Counted(bare_target.server.process.pid, out_dir)
             for mode in modes:
                 estkit = _per_request(target, counted_server, mode, count)
                 bare = None
@@ -119,11 +105,8 @@ def measure_instructions(
                     bare = _per_request(bare_target, counted_floor, mode, count)
                 progress(f"instructions {mode}: estkit {estkit / 1e6:.2f} M")
                 rows.append(InstructionRow(mode, estkit, bare))
-        finally:
-            server.stop()
-            floor.kill()
-            floor.wait()
-            shutil.rmtree(out_dir, ignore_errors=True)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
     return rows
 
 
