@@ -10,9 +10,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
-def make_ca(cn: str, crl_sign: bool = True) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A self-signed EC P-256 CA made here: not this instance's CA."""
-    key = ec.generate_private_key(ec.SECP256R1())
+def make_ca(
+    cn: str, crl_sign: bool = True, key=None
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A self-signed CA made here, not this instance's: for key (an RSA one, say), by default a
+    new EC P-256 key."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = datetime.now(UTC)
     cert = (

@@ -1,6 +1,7 @@
 """What runs on the event loop and what is handed to a thread (Authority.enroll_async,
 routes.identify_soon): the loop keeps the quick work, and nothing that may take long (an
-argon2id check, a token's signature, a request that waits for approval) ever runs on it."""
+argon2id check, an RSA key's or a token's signature, a request that waits for approval)
+ever runs on it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from estkit.authority.accounts import Accounts, HashCheckNeeded
 from estkit.authority.ca import CertificateAuthority
@@ -25,6 +27,7 @@ from estkit.server.context import ServerContext
 from estkit.server.routes import identify_soon
 from estkit.wire.csr import load_csr
 from tests.esthttp import make_csr
+from tests.pki import make_ca
 
 NO_TLS = Channel("TLSv1.3", None, None, None)
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -98,9 +101,10 @@ def basic_request(label: str = "") -> EnrollmentRequest:
     )
 
 
-def test_signing_with_a_key_in_process_stays_on_the_loop(
+def test_signing_with_an_ec_key_in_process_stays_on_the_loop(
     authority: Authority, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    assert authority.ca.signs_quickly
     drafted = threads_of(monkeypatch, authority, "_draft")
     cert, loop_thread = on_a_loop(lambda: authority.enroll_async(basic_request()))
     assert isinstance(cert, x509.Certificate)
@@ -108,13 +112,26 @@ def test_signing_with_a_key_in_process_stays_on_the_loop(
     assert authority.store.certificate(format(cert.serial_number, "x")) is not None
 
 
-def test_signing_with_a_key_in_a_token_goes_to_a_thread(
-    authority: Authority, monkeypatch: pytest.MonkeyPatch
+def rsa_ca() -> CertificateAuthority:
+    """A self-signed RSA-2048 CA (estkit init --key-type rsa-2048 makes such CAs)."""
+    key, cert = make_ca("RSA Issuing CA", key=rsa.generate_private_key(65537, 2048))
+    return CertificateAuthority(root=cert, issuing=cert, issuing_key=key)
+
+
+@pytest.mark.parametrize("key", ["rsa", "token"])
+def test_a_slow_or_blocking_ca_key_signs_on_a_thread(
+    authority: Authority, monkeypatch: pytest.MonkeyPatch, key: str
 ) -> None:
-    monkeypatch.setattr(CertificateAuthority, "signs_in_process", property(lambda _: False))
+    """An RSA key's signature takes milliseconds; a token's call may block."""
+    if key == "rsa":
+        authority.ca = rsa_ca()
+    else:
+        monkeypatch.setattr(CertificateAuthority, "signs_quickly", property(lambda _: False))
+    assert not authority.ca.signs_quickly
     drafted = threads_of(monkeypatch, authority, "_draft")
     cert, loop_thread = on_a_loop(lambda: authority.enroll_async(basic_request()))
     assert len(drafted) == 1 and drafted[0] != loop_thread
+    assert cert.issuer == authority.ca.issuing.subject
     assert authority.store.certificate(format(cert.serial_number, "x")) is not None
 
 

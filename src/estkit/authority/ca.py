@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from estkit.authority.token import (
@@ -135,10 +136,16 @@ class CertificateAuthority:
         return tuple(certificates)
 
     @property
-    def signs_in_process(self) -> bool:
-        """The issuing key is held by cryptography, so signing is a quick computation rather
-        than a call into a PKCS#11 token that may block (and must not run on an event loop)."""
-        return not isinstance(self.issuing_key, TokenEcKey | TokenRsaKey)
+    def signs_quickly(self) -> bool:
+        """The issuing key signs in well under a millisecond where it is called: an EC or
+        Ed25519 key held by cryptography.  An RSA signature takes milliseconds (about 1 for
+        2048 bits and 7 for 4096 on the development machine) and a token's may block, so
+        those are made on a thread, never on an event loop (cryptography lets go of the GIL
+        while it signs)."""
+        key = self.issuing_key
+        if isinstance(key, TokenEcKey | TokenRsaKey):
+            return False
+        return isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey)
 
     @cached_property
     def issuing_id(self) -> str:

@@ -218,11 +218,12 @@ class Authority:
         A trip to a worker thread and back costs more CPU than the checks and the signing
         together, so they run right here, and the record is committed by the store's writer
         thread together with the other records pending at the time (one wake-up of the loop
-        per commit).  What could block goes to a thread: a CA key in a token, a request
-        that waits for approval, and the rare serial collision.  The checks read nothing
-        from the store: a renewal's label came with its identity (certificate_origin).
+        per commit).  What could hold up the loop goes to a thread: signing with an RSA key
+        or a key in a token, a request that waits for approval, and the rare serial
+        collision.  The checks read nothing from the store: a renewal's label came with its
+        identity (certificate_origin).
         """
-        if not self.ca.signs_in_process:
+        if not self.ca.signs_quickly:
             return await asyncio.to_thread(self.enroll, request)
         admitted = self._admit(request)
         if admitted.awaits_approval:
