@@ -148,7 +148,7 @@ def test_a_database_from_before_versions_is_refused_then_upgraded(store_url, tmp
     tables = [t for t in schema.metadata.sorted_tables if t.name != "archived_keys"]
     schema.metadata.create_all(engine, tables=tables)
     engine.dispose()
-    execute(store_url, "DROP INDEX ix_certificates_status")
+    execute(store_url, "DROP INDEX ix_certificates_label")
     store = Store(store_url)
     try:
         store.record_audit(

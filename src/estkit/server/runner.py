@@ -27,6 +27,7 @@ from estkit.server.crl_refresh import start_crl_refresh
 from estkit.server.middleware import protocol_logger
 from estkit.server.ocsp_renewal import start_ocsp
 from estkit.server.public import make_public_app
+from estkit.server.subject_indexing import start_subject_indexing
 from estkit.server.tls import server_context
 from estkit.store import Store
 
@@ -123,6 +124,7 @@ async def serve(
         key_archive=key_archive,
     )
     crl_refresh = start_crl_refresh(list(crls.values()))
+    subject_indexing = start_subject_indexing(store) if store.batches_subject_index() else None
 
     public_runner = await _runner(make_public_app(context), settings.header_timeout)
     est_runner = await _runner(make_est_app(context), settings.header_timeout)
@@ -156,6 +158,8 @@ async def serve(
             loop.remove_reader(lifeline)
         crl_refresh.cancel()
         ocsp_renewal.cancel()
+        if subject_indexing is not None:
+            subject_indexing.cancel()
         for server in (https_server, http_server):
             server.close()
         await est_runner.cleanup()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from estkit.store.records import CertificateRecord
-from estkit.store.subject_search import HAS_FTS_SQL, subject_condition
+from estkit.store.subject_search import SEARCH_TABLES_SQL, subject_condition
 from estkit.store.unavailable import StoreUnavailable
 
 STATUSES = ("valid", "revoked", "expired")
@@ -75,8 +75,10 @@ def list_certificates(
         raise ValueError(f"unknown status {wanted.status!r}; choose one of {', '.join(STATUSES)}")
     with _connection(url, busy_timeout) as (backend, connection):
         cursor = connection.cursor()
-        has_fts = backend == "sqlite" and cursor.execute(HAS_FTS_SQL).fetchone() is not None
-        sql, parameters = _query(backend, wanted, now, has_fts)
+        search_tables: set[str] = set()
+        if backend == "sqlite":
+            search_tables = {name for (name,) in cursor.execute(SEARCH_TABLES_SQL).fetchall()}
+        sql, parameters = _query(backend, wanted, now, search_tables)
         if backend == "postgresql":
             sql = sql.replace("?", "%s")  # psycopg's placeholder; no literal ? in the query
         cursor.execute(sql, parameters)
@@ -84,7 +86,7 @@ def list_certificates(
 
 
 def _query(
-    backend: str, wanted: CertificateFilter, now: datetime, has_fts: bool
+    backend: str, wanted: CertificateFilter, now: datetime, search_tables: Collection[str]
 ) -> tuple[str, list[Any]]:
     conditions: list[str] = []
     parameters: list[Any] = []
@@ -103,7 +105,7 @@ def _query(
         conditions.append("status = 'valid' AND not_after < ?")
         parameters.append(moment)
     if wanted.subject:
-        condition, values = subject_condition(backend, wanted.subject, has_fts)
+        condition, values = subject_condition(backend, wanted.subject, search_tables)
         conditions.append(condition)
         parameters.extend(values)
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""

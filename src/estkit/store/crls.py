@@ -127,7 +127,7 @@ def _revoked_entries(
     c = schema.certificates.c
     query = (
         select(c.serial, c.revoked_at, c.revocation_reason)
-        .where(c.status == "revoked")
+        .where(schema.REVOKED)  # the literal the partial index names (schema.py)
         .where(c.issuer_id == issuer_id)
         .order_by(c.revoked_at, c.serial)
     )

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "estkit_schema_version"
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 """The newest revision in migrations/versions.  Checking a database against it needs no
 Alembic: the server (every worker) and the operator commands start without loading it (it
 costs import time and ~11 MB per process).  A test keeps it equal to Alembic's head."""

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 
 
@@ -65,7 +66,6 @@ certificates = Table(
     Column("revoked_at", UtcDateTime, nullable=True),
     Column("revocation_reason", String(32), nullable=True),
     Column("der", LargeBinary, nullable=False),
-    Index("ix_certificates_subject", "subject"),
     Index("ix_certificates_label", "label"),
     Index("ix_certificates_not_after", "not_after"),
     Index("ix_certificates_key_fingerprint", "key_fingerprint"),
@@ -97,8 +97,18 @@ audit_events = Table(
 
 # Revocation and CRLs ----------------------------------------------------------------------------
 
-Index("ix_certificates_status", certificates.c.status)
-Index("ix_certificates_replaces_serial", certificates.c.replaces_serial)
+REVOKED = text("status = 'revoked'")
+"""The revocation index's condition.  A query reaches that index only if it names 'revoked'
+as a literal (store/crls.py): SQLite cannot see that a bound parameter implies it."""
+_RENEWAL = text("replaces_serial IS NOT NULL")
+
+Index(
+    "ix_certificates_replaces_serial",
+    certificates.c.replaces_serial,
+    sqlite_where=_RENEWAL,
+    postgresql_where=_RENEWAL,
+)
+"""Renewals only (revision 0004): a first enrollment's INSERT does not touch it."""
 Index(
     "ix_certificates_revocations",
     certificates.c.status,
@@ -107,12 +117,16 @@ Index(
     certificates.c.serial,
     certificates.c.revocation_reason,
     certificates.c.not_after,
+    sqlite_where=REVOKED,
+    postgresql_where=REVOKED,
 )
 """Covers the CRL's read (store/crls.py): an issuer's revoked entries in CRL order, from the
-index alone (revision 0002).  Their count, which every worker polls each second, is kept in
+index alone (revision 0002).  Revoked rows only (revision 0004), so an enrollment's INSERT
+does not touch it.  Their count, which every worker polls each second, is kept in
 revocation_counts (revision 0003)."""
 # Subject search (cert list --subject) has an index too, outside this metadata: an FTS5
-# trigram table on SQLite, a pg_trgm GIN index on PostgreSQL (store/subject_search.py).
+# trigram table (brought up to date in batches, with its progress table) on SQLite, a pg_trgm
+# GIN index on PostgreSQL (store/subject_search.py).
 
 crls = Table(
     "crls",

@@ -11,6 +11,7 @@ from estkit.store.certificates import CertificateTable
 from estkit.store.crls import CrlTable
 from estkit.store.keyarchive import KeyArchiveTable
 from estkit.store.requests import RequestTable
+from estkit.store.subject_index import SubjectIndexTable
 from estkit.store.users import UserTable
 
 
@@ -22,5 +23,6 @@ class Store(
     UserTable,
     AuditTable,
     KeyArchiveTable,
+    SubjectIndexTable,
 ):
     """One database holding every record estkit keeps."""
