@@ -10,11 +10,11 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from estkit.authority.crl_settings import CrlSettingError, CrlSettings, parse_crl_settings
+from estkit.authority.labels import DEFAULT_LABEL
 from estkit.authority.ocsp_settings import OcspSettingError, OcspSettings, parse_ocsp_settings
-from estkit.authority.profile import DEFAULT_LABEL, Profile, ProfileError, parse_profile
 from estkit.authority.token_settings import (
     DEFAULT_PIN_ENV,
     URI_SCHEME,
@@ -23,6 +23,9 @@ from estkit.authority.token_settings import (
     TokenKeyRef,
     TokenSettings,
 )
+
+if TYPE_CHECKING:
+    from estkit.authority.profile import Profile
 
 CONFIG_NAME = "estkit.toml"
 
@@ -139,15 +142,47 @@ def _store_url(path: Path, directory: Path, table: Mapping[str, Any]) -> str:
     return url
 
 
-def load_config(directory: Path) -> Config:
-    """Read and validate DIR/estkit.toml."""
+@dataclass(frozen=True)
+class StoreSettings:
+    url: str
+    busy_timeout: float
+
+
+def _read(directory: Path) -> tuple[Path, dict[str, Any]]:
     path = directory / CONFIG_NAME
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return path, tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(path, "-", "no estkit instance here; run 'estkit init' first") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "-", f"not valid TOML: {exc}") from None
+
+
+def _store_settings(path: Path, directory: Path, data: Mapping[str, Any]) -> StoreSettings:
+    store = _table(path, data, "store")
+    busy = store.get("busy_timeout", 5.0)
+    if not isinstance(busy, int | float) or isinstance(busy, bool) or busy <= 0:
+        raise ConfigError(path, "store.busy_timeout", "must be a positive number of seconds")
+    for key in store:
+        if key not in ("url", "busy_timeout"):
+            raise ConfigError(path, f"store.{key}", "unknown setting")
+    return StoreSettings(_store_url(path, directory, store), float(busy))
+
+
+def load_store_settings(directory: Path) -> StoreSettings:
+    """Only the ``[store]`` table of DIR/estkit.toml: for ``cert list``, a whole process
+    whose time is mostly start-up, which then needs neither the profiles nor cryptography
+    (about 50 ms to import)."""
+    path, data = _read(directory)
+    return _store_settings(path, directory, data)
+
+
+def load_config(directory: Path) -> Config:
+    """Read and validate DIR/estkit.toml."""
+    # The profiles' EKU OIDs import cryptography.x509: only a whole configuration needs it.
+    from estkit.authority.profile import ProfileError, parse_profile
+
+    path, data = _read(directory)
     known = {
         "server",
         "ca",
@@ -166,13 +201,7 @@ def load_config(directory: Path) -> Config:
             raise ConfigError(path, key, f"unknown table (known: {', '.join(sorted(known))})")
     ca = _table(path, data, "ca")
     tls = _table(path, data, "tls")
-    store = _table(path, data, "store")
-    busy = store.get("busy_timeout", 5.0)
-    if not isinstance(busy, int | float) or isinstance(busy, bool) or busy <= 0:
-        raise ConfigError(path, "store.busy_timeout", "must be a positive number of seconds")
-    for key in store:
-        if key not in ("url", "busy_timeout"):
-            raise ConfigError(path, f"store.{key}", "unknown setting")
+    store = _store_settings(path, directory, data)
 
     profiles: dict[str, Profile] = {}
     try:
@@ -236,8 +265,8 @@ def load_config(directory: Path) -> Config:
         issuing_key=_signing_key(path, directory, data, ca, "issuing_key", "ca"),
         tls_cert=_path(path, directory, tls, "cert", "tls"),
         tls_key=_path(path, directory, tls, "key", "tls"),
-        store_url=_store_url(path, directory, store),
-        store_busy_timeout=float(busy),
+        store_url=store.url,
+        store_busy_timeout=store.busy_timeout,
         profiles=profiles,
         anchors=anchors,
         anchor_crls=anchor_crls,

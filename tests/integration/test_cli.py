@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from estkit.config import ConfigError, load_config
+from estkit.config import ConfigError, load_config, load_store_settings
 from tests.esthttp import Reply, enroll_basic, make_csr
-from tests.estserver import EstServer, start_server
+from tests.estserver import EstServer, run_estkit, start_server
 
 ESTKIT = [sys.executable, "-m", "estkit"]
 SECRET_LINE = re.compile(
@@ -482,6 +482,36 @@ def test_loader_refuses_bad_existing_setting(template, tmp_path, old, new, key, 
     assert caught.value.key == key
     assert reason in caught.value.reason
     assert str(config) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "reason"),
+    [
+        ("[store]\n", "[store]\nbusy_timeout = 0\n", "store.busy_timeout", "positive"),
+        ("[store]\n", "[store]\ncolour = 1\n", "store.colour", "unknown setting"),
+        ('url = "sqlite:///estkit.db"', 'url = "mysql://x"', "store.url", "sqlite"),
+    ],
+)
+def test_the_store_table_alone_is_checked_the_same_way(template, tmp_path, old, new, key, reason):
+    """``cert list`` reads only [store] (load_store_settings): the same refusals, and the
+    same settings as the whole configuration, whatever the other tables say."""
+    directory = instance_copy(template, tmp_path)
+    config = directory / "estkit.toml"
+    text = config.read_text()
+    whole = load_config(directory)
+    alone = load_store_settings(directory)
+    assert (alone.url, alone.busy_timeout) == (whole.store_url, whole.store_busy_timeout)
+    config.write_text(text.replace('validity = "365d"', 'validity = "forever"', 1))
+    assert load_store_settings(directory) == alone  # a broken profile is not its concern
+    config.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError) as caught:
+        load_store_settings(directory)
+    assert caught.value.key == key
+    assert reason in caught.value.reason
+    listed = run_estkit("cert", "list", "--dir", str(directory), check=False)
+    assert listed.returncode != 0
+    assert f"{key}: " in listed.stderr
+    assert "Traceback" not in listed.stderr
 
 
 def test_serve_refuses_ca_key_readable_by_others(template, tmp_path):

@@ -7,7 +7,6 @@ is re-exported here for the authority's callers.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,7 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificatePublicKeyTypes,
 )
 
-from estkit.wire.keytypes import CURVE_KEY_TYPES, KEY_TYPES, generate_key, signature_hash
+from estkit.authority.secret_files import KeyFileError, read_owner_only
+from estkit.wire.key_type_names import KEY_TYPES
+from estkit.wire.keytypes import CURVE_KEY_TYPES, generate_key, signature_hash
 
 
 def describe_public_key(key: CertificatePublicKeyTypes) -> str:
@@ -57,25 +58,6 @@ def write_private_key(path: Path, key: CertificateIssuerPrivateKeyTypes) -> None
         os.fsync(handle.fileno())
 
 
-class KeyFileError(Exception):
-    """A key file is missing, unreadable, of the wrong kind, or readable by others."""
-
-
-def read_owner_only(path: Path, what: str = "key file") -> bytes:
-    """The bytes of a secret file (a key, a PIN), refusing one that group or others may read:
-    KeyFileError naming ``what`` otherwise."""
-    try:
-        mode = path.stat().st_mode
-        data = path.read_bytes()
-    except OSError as exc:
-        raise KeyFileError(f"cannot read {what} {path}: {exc.strerror}") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            f"{what} {path} has mode {stat.S_IMODE(mode):04o}; it must be 0600 (chmod 600 {path})"
-        )
-    return data
-
-
 def load_private_key(path: Path) -> CertificateIssuerPrivateKeyTypes:
     """Load a PEM private key, refusing one that group or others may read."""
     data = read_owner_only(path)
@@ -97,6 +79,7 @@ __all__ = [
     "describe_public_key",
     "generate_key",
     "load_private_key",
+    "read_owner_only",
     "signature_hash",
     "spki_sha256",
     "write_private_key",

@@ -31,8 +31,8 @@ from estkit.authority.keys import (
     load_private_key,
     write_private_key,
 )
+from estkit.authority.labels import DEFAULT_LABEL
 from estkit.authority.ocsp_settings import OcspSettings
-from estkit.authority.profile import DEFAULT_LABEL
 from estkit.authority.service import Clock, certificate_record, utc_now
 from estkit.authority.signing import sign_builder
 from estkit.authority.token import Token, TokenEcKey, TokenError, TokenRsaKey, find_token_key

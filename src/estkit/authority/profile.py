@@ -7,7 +7,6 @@ path) becomes one :class:`Profile`; every field has a default so a one-key table
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
@@ -15,6 +14,7 @@ from typing import Any
 
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
+from estkit.authority.labels import DEFAULT_LABEL, LABEL_PATTERN
 from estkit.durations import parse_duration
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -35,8 +35,6 @@ OPERATION_NAMES = frozenset(
 APPROVAL_MODES = ("auto", "manual")
 DEFAULT_APPROVAL_RETRY_AFTER = 60
 """Seconds a manual-approval label tells waiting clients to wait before asking again."""
-LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-DEFAULT_LABEL = ""
 MAX_VALIDITY = timedelta(days=36500)
 """100 years: issued certificates end with the issuing CA anyway, and a larger value would
 overflow date arithmetic when a certificate is built."""

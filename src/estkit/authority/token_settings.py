@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from estkit.authority.keys import KeyFileError, read_owner_only
+from estkit.authority.secret_files import KeyFileError, read_owner_only
 
 URI_SCHEME = "pkcs11:"
 DEFAULT_PIN_ENV = "ESTKIT_PKCS11_PIN"

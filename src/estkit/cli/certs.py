@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from estkit.authority.profile import DEFAULT_LABEL
+from estkit.authority.labels import DEFAULT_LABEL
 from estkit.cli.common import CommandError, add_dir_option, deferred, utc_text
-from estkit.cli.instance_access import instance_config
+from estkit.cli.instance_access import instance_store_settings
 from estkit.store.certificate_listing import (
     STATUSES,
     CertificateFilter,
@@ -92,10 +92,10 @@ def record_summary(record: CertificateRecord, now: datetime) -> dict[str, Any]:
 def cmd_cert_list(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     label = None if args.label is None else DEFAULT_LABEL if args.label == "default" else args.label
-    config = instance_config(args.dir)
+    store = instance_store_settings(args.dir)
     wanted = CertificateFilter(label=label, subject=args.subject, status=args.status)
     try:
-        records = list_certificates(config.store_url, config.store_busy_timeout, wanted, now)
+        records = list_certificates(store.url, store.busy_timeout, wanted, now)
     except StoreUnavailable as exc:
         raise CommandError(str(exc)) from None
     if args.json:

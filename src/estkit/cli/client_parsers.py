@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from estkit.durations import RENEW_BEFORE as DEFAULT_BEFORE
-from estkit.wire.keytypes import KEY_TYPES
+from estkit.wire.key_type_names import KEY_TYPES
 
 COMMANDS = ("cacerts", "csrattrs", "enroll", "reenroll", "serverkeygen", "renew")
 DEFAULT_MAX_WAIT = 600.0

@@ -11,8 +11,8 @@ from pathlib import Path
 from estkit.authority.ca import CertificateAuthority
 from estkit.authority.issue import IssuedCertificate
 from estkit.authority.keys import KEY_TYPES, KeyFileError
+from estkit.authority.labels import DEFAULT_LABEL
 from estkit.authority.pki import create_pki
-from estkit.authority.profile import DEFAULT_LABEL
 from estkit.authority.service import certificate_record
 from estkit.authority.token import (
     DEFAULT_PIN_ENV,

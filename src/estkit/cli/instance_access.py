@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from estkit.cli.common import CommandError
-from estkit.config import Config, ConfigError, load_config
+from estkit.config import Config, ConfigError, StoreSettings, load_config, load_store_settings
 from estkit.store.unavailable import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -18,6 +18,14 @@ if TYPE_CHECKING:
 def instance_config(directory: Path) -> Config:
     try:
         return load_config(directory)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def instance_store_settings(directory: Path) -> StoreSettings:
+    """The ``[store]`` table alone (see config.load_store_settings)."""
+    try:
+        return load_store_settings(directory)
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from estkit.authority.accounts import Accounts, generate_secret
-from estkit.authority.profile import DEFAULT_LABEL
+from estkit.authority.labels import DEFAULT_LABEL
 from estkit.cli.common import CommandError, add_dir_option, operator_actor
 from estkit.cli.instance_access import instance_config, instance_store
 from estkit.config import Config

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import AttributeOID
 
-from estkit.wire.keytypes import KEY_TYPES, generate_key, key_type_of, signature_hash
+from estkit.wire.key_type_names import KEY_TYPES
+from estkit.wire.keytypes import generate_key, key_type_of, signature_hash
 
 
 def signing_key(key: PrivateKeyTypes) -> CertificateIssuerPrivateKeyTypes:

@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     PrivateKeyTypes,
 )
 
-KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519")
+from estkit.wire.key_type_names import KEY_TYPES
+
 CURVE_KEY_TYPES = {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}
 """Named curves estkit accepts, by cryptography's curve name."""
 _CURVES: dict[str, type[ec.EllipticCurve]] = {"ec-p256": ec.SECP256R1, "ec-p384": ec.SECP384R1}
