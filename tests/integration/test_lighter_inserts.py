@@ -259,3 +259,13 @@ def test_the_crl_and_renewal_reads_still_use_their_indexes(store, store_url):
         finally:
             engine2.dispose()
         assert index in plan, plan
+
+
+def test_only_sqlite_batches_its_subject_index(store, store_url):
+    """PostgreSQL's trigram index follows each INSERT: there is nothing to catch up, and the
+    server starts no task for it."""
+    add(store, "a1", "CN=alpha")
+    batched = store_url.startswith("sqlite")
+    assert store.batches_subject_index() is batched
+    assert store.index_new_subjects() == (1 if batched else 0)
+    assert found(store, "alpha") == ["a1"]
