@@ -15,7 +15,7 @@ from estkit.store import Store
 from estkit.store.certificate_listing import CertificateFilter, list_certificates
 from estkit.store.database import driver_url
 from estkit.store.subject_search import FTS_TABLE, TRIGRAM_INDEX
-from tests.integration.test_migrations import upgrade_to
+from tests.integration.test_migrations import insert_old_certificate, upgrade_to
 from tests.integration.test_store_backends import T0, certificate
 
 SUBJECTS = {
@@ -65,11 +65,8 @@ def test_subject_combines_with_the_other_filters(store):
 def test_rows_from_before_the_index_are_found_through_it(store_url):
     """Upgrading a database that already holds certificates indexes them."""
     upgrade_to(store_url, "0001")
-    old = Store(store_url)
-    try:
-        fill(old)
-    finally:
-        old.close()
+    for serial, subject in SUBJECTS.items():
+        insert_old_certificate(store_url, serial, subject)
     upgrade_to(store_url, "head")
     store = Store(store_url)
     try:

@@ -15,7 +15,7 @@ from estkit.store import Store
 from estkit.store.certificate_listing import CertificateFilter, list_certificates
 from estkit.store.database import driver_url
 from estkit.store.subject_search import FTS_TABLE, PROGRESS_TABLE
-from tests.integration.test_migrations import upgrade_to
+from tests.integration.test_migrations import insert_old_certificate, upgrade_to
 from tests.integration.test_store_backends import T0, certificate
 
 
@@ -148,11 +148,7 @@ def test_the_listing_reads_the_index_and_the_tail_by_key(sqlite_store):
 def test_upgrading_marks_every_existing_row_indexed_and_downgrading_indexes_the_tail(tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     upgrade_to(url, "0003")
-    old = Store(url)
-    try:
-        add(old, "a1", "CN=alpha-old")  # indexed by 0002's trigger
-    finally:
-        old.close()
+    insert_old_certificate(url, "a1", "CN=alpha-old")  # indexed by 0002's trigger
     upgrade_to(url, "0004")
     assert mark(url) == 1
     store = Store(url)
@@ -215,6 +211,8 @@ def test_an_enrollment_insert_skips_the_revocation_and_renewal_indexes(store, st
     defined = indexes(store_url)
     assert "ix_certificates_subject" not in defined
     assert "ix_certificates_status" not in defined
+    assert "ix_certificates_key_fingerprint" not in defined
+    assert "ix_certificates_subject_key_id" in defined
     assert "WHERE" in defined["ix_certificates_revocations"]
     assert "revoked" in defined["ix_certificates_revocations"]
     assert "WHERE" in defined["ix_certificates_replaces_serial"]
@@ -269,3 +267,32 @@ def test_only_sqlite_batches_its_subject_index(store, store_url):
     assert store.batches_subject_index() is batched
     assert store.index_new_subjects() == (1 if batched else 0)
     assert found(store, "alpha") == ["a1"]
+
+
+def test_key_identifiers_move_into_the_certificates_and_back(store_url):
+    """Revision 0004 folds certificate_key_ids into certificates.subject_key_id (one INSERT
+    per enrollment less) and keeps every identifier; a downgrade restores the table."""
+    from alembic import command
+
+    from estkit.store.migrate import _config
+
+    upgrade_to(store_url, "0003")
+    insert_old_certificate(store_url, "k1", "CN=keyed", key_id="ab" * 20)
+    insert_old_certificate(store_url, "n1", "CN=no-key-id")
+    upgrade_to(store_url, "head")
+    store = Store(store_url)
+    try:
+        assert [r.serial for r in store.certificates_by_key_id("ab" * 20)] == ["k1"]
+        store.record_certificate(replace(certificate("k2"), subject_key_id="cd" * 20))
+        assert [r.serial for r in store.certificates_by_key_id("cd" * 20)] == ["k2"]
+        assert store.certificate("k2").subject_key_id == "cd" * 20
+    finally:
+        store.close()
+    engine = create_engine(driver_url(store_url))
+    try:
+        with engine.begin() as connection:
+            command.downgrade(_config(connection), "0003")
+    finally:
+        engine.dispose()
+    rows = query(store_url, "SELECT serial, key_id FROM certificate_key_ids ORDER BY serial")
+    assert [tuple(row) for row in rows] == [("k1", "ab" * 20), ("k2", "cd" * 20)]

@@ -86,6 +86,42 @@ def upgrade_to(url: str, revision: str) -> None:
         engine.dispose()
 
 
+def insert_old_certificate(
+    url: str, serial: str, subject: str, key_id: str | None = None, issuer: str = "issuer"
+) -> None:
+    """A certificate row as revisions 0001 to 0003 kept it (the store's code writes the
+    current schema), with its key identifier row where given."""
+    engine = create_engine(driver_url(url))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO certificates (serial, label, subject, sans, not_before, "
+                    "not_after, key_fingerprint, requester, kind, issuer_id, issued_at, status, "
+                    "der) VALUES (:serial, '', :subject, '[]', :t, :t, :f, 'test', 'enroll', "
+                    ":issuer, :t, 'valid', :der)"
+                ),
+                {
+                    "serial": serial,
+                    "subject": subject,
+                    "t": T_OLD,
+                    "f": "00" * 32,
+                    "der": b"0",
+                    "issuer": issuer,
+                },
+            )
+            if key_id is not None:
+                connection.execute(
+                    text("INSERT INTO certificate_key_ids (serial, key_id) VALUES (:s, :k)"),
+                    {"s": serial, "k": key_id},
+                )
+    finally:
+        engine.dispose()
+
+
+T_OLD = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
 def execute(url: str, *statements: str) -> None:
     engine = create_engine(driver_url(url))
     try:

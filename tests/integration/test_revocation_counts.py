@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, text
 
 from estkit.store import Store
 from estkit.store.database import driver_url
-from tests.integration.test_migrations import execute, upgrade_to
+from tests.integration.test_migrations import execute, insert_old_certificate, upgrade_to
 from tests.integration.test_store_backends import certificate
 
 
@@ -71,14 +71,13 @@ def test_every_change_of_a_row_keeps_the_count(store, store_url):
 
 def test_an_upgrade_counts_the_revocations_already_stored(store_url):
     upgrade_to(store_url, "0002")
-    old = Store(store_url)
-    try:
-        for index in range(5):
-            old.record_certificate(issued_by(f"s{index}", "A"))
-        for index in range(3):
-            old.revoke_certificate(f"s{index}", "keyCompromise", datetime.now(UTC))
-    finally:
-        old.close()
+    for index in range(5):
+        insert_old_certificate(store_url, f"s{index}", "CN=s", issuer="A")
+    execute(
+        store_url,
+        "UPDATE certificates SET status = 'revoked', revoked_at = not_before, "
+        "revocation_reason = 'keyCompromise' WHERE serial IN ('s0', 's1', 's2')",
+    )
     upgrade_to(store_url, "head")
     store = Store(store_url)
     try:

@@ -60,6 +60,7 @@ def certificate_row(serial: str) -> dict[str, Any]:
         "revoked_at": None,
         "revocation_reason": None,
         "der": bytes(range(256)),  # NUL included: bytea on PostgreSQL
+        "subject_key_id": "ab" * 20,
     }
 
 

@@ -45,7 +45,7 @@ COLUMNS = (
     "revoked_at",
     "revocation_reason",
 )
-"""The record's fields, read by name (subject_key_id is written at issuance, never read)."""
+"""The record's fields a listing shows, read by name (not subject_key_id)."""
 _TIMES = frozenset(("not_before", "not_after", "issued_at", "revoked_at"))
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 """How SQLAlchemy's SQLite dialect keeps a DateTime (UTC, see store/schema.py UtcDateTime)."""

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from estkit.store import schema
 from estkit.store.audit import write_audit
 from estkit.store.database import Database, DriverStatement, insert_row
-from estkit.store.key_rows import write_archived_key, write_key_id
+from estkit.store.key_rows import write_archived_key
 from estkit.store.records import ArchivedKey, AuditEvent, CertificateRecord
 from estkit.store.unavailable import StoreUnavailable
 
@@ -102,7 +102,6 @@ class CertificateTable(Database):
                 if result.rowcount != 1:
                     raise OnceSecretConsumed(consume_once_user)
             _INSERT_CERTIFICATE.execute(connection, _certificate_row(record))
-            write_key_id(connection, record)
             write_archived_key(connection, archived_key)
             write_audit(connection, audit)
 
@@ -175,6 +174,7 @@ def _certificate_row(record: CertificateRecord) -> dict[str, Any]:
         "revoked_at": record.revoked_at,
         "revocation_reason": record.revocation_reason,
         "der": record.der,
+        "subject_key_id": record.subject_key_id,
     }
 
 
@@ -196,4 +196,5 @@ def _certificate_record(row: Any) -> CertificateRecord:
         status=row["status"],
         revoked_at=row["revoked_at"],
         revocation_reason=row["revocation_reason"],
+        subject_key_id=row["subject_key_id"],
     )

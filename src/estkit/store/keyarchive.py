@@ -1,4 +1,4 @@
-"""Server-side key generation's records: the key-identifier index and the key archive."""
+"""Server-side key generation's records: certificates by key identifier, and the key archive."""
 
 from __future__ import annotations
 
@@ -18,14 +18,9 @@ class KeyArchiveTable(Database):
         """Certificates whose subjectKeyIdentifier is ``key_id`` (hex), newest first."""
 
         def query(connection: Connection) -> list[CertificateRecord]:
+            c = schema.certificates.c
             rows = connection.execute(
-                select(schema.certificates)
-                .join(
-                    schema.certificate_key_ids,
-                    schema.certificate_key_ids.c.serial == schema.certificates.c.serial,
-                )
-                .where(schema.certificate_key_ids.c.key_id == key_id)
-                .order_by(schema.certificates.c.id.desc())
+                select(schema.certificates).where(c.subject_key_id == key_id).order_by(c.id.desc())
             )
             return [_certificate_record(row._mapping) for row in rows]
 

@@ -31,8 +31,8 @@ class CertificateRecord:
     revoked_at: datetime | None = None
     revocation_reason: str | None = None
     subject_key_id: str | None = None
-    """Hex subjectKeyIdentifier, written to the key-identifier index at issuance (serverkeygen
-    looks recipients up by it); not read back with the record."""
+    """Hex subjectKeyIdentifier, indexed (serverkeygen looks recipients up by it); None for a
+    certificate without one, and in ``cert list``'s records, which do not read it."""
 
 
 @dataclass(frozen=True)

@@ -66,10 +66,14 @@ certificates = Table(
     Column("revoked_at", UtcDateTime, nullable=True),
     Column("revocation_reason", String(32), nullable=True),
     Column("der", LargeBinary, nullable=False),
+    Column("subject_key_id", String(128), nullable=True),
     Index("ix_certificates_label", "label"),
     Index("ix_certificates_not_after", "not_after"),
-    Index("ix_certificates_key_fingerprint", "key_fingerprint"),
+    Index("ix_certificates_subject_key_id", "subject_key_id"),
 )
+"""Every certificate estkit issued or recorded.  ``subject_key_id`` (hex subjectKeyIdentifier,
+revision 0004): serverkeygen finds the certificate an encrypted key is delivered to by the
+identifier the CSR names (RFC 7030 §4.4.1.2)."""
 
 users = Table(
     "users",
@@ -189,16 +193,6 @@ Index(
 submissions cannot queue the same request twice."""
 
 # Server-side key generation ------------------------------------------------------------------
-
-certificate_key_ids = Table(
-    "certificate_key_ids",
-    metadata,
-    Column("serial", String(64), primary_key=True),
-    Column("key_id", String(128), nullable=False),
-    Index("ix_certificate_key_ids_key_id", "key_id"),
-)
-"""Subject key identifier (hex) of each issued certificate: serverkeygen finds the certificate
-an encrypted key is delivered to by the identifier the CSR names (RFC 7030 §4.4.1.2)."""
 
 archived_keys = Table(
     "archived_keys",

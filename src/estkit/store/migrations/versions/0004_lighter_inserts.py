@@ -5,13 +5,17 @@ of 4 KiB written and fsync'd, a PostgreSQL WAL record), and SQLite's FTS5 table 
 index segment in every transaction: about 20 pages per enrollment, a third of them the
 subject search's.  This revision keeps every query served while inserts touch less:
 
-- ``ix_certificates_subject`` goes: nothing reads it (subject search goes through the
-  FTS5 or pg_trgm index of revision 0002).
+- ``ix_certificates_subject`` and ``ix_certificates_key_fingerprint`` go: nothing reads
+  them (subject search goes through the FTS5 or pg_trgm index of revision 0002; the key
+  fingerprint is shown, never searched).
 - ``ix_certificates_status`` goes: the revocation index below leads with status, and the
   one status a query narrows to through an index is 'revoked'.
 - ``ix_certificates_revocations`` (the CRL's covering index) holds revoked rows only,
   ``ix_certificates_replaces_serial`` renewals only: an enrollment's valid row, with no
   predecessor, is in neither.
+- The subject key identifier moves from its own table (``certificate_key_ids``: a row, a
+  primary key and an index per certificate, and one more INSERT) to an indexed column,
+  ``certificates.subject_key_id``.
 - SQLite: the FTS5 subject index no longer follows each INSERT by trigger.  It is brought up
   to date in batches (store/subject_search.py ``CATCH_UP``, which the server runs every
   second), and ``subject_search_progress`` records the highest certificate id indexed; a
@@ -86,7 +90,44 @@ def _replace_triggers(bind: sa.Connection, triggers: dict[str, str]) -> None:
         bind.exec_driver_sql(f"CREATE TRIGGER {FTS}_{name} {body}")
 
 
+def _key_ids_to_column(bind: sa.Connection) -> None:
+    # A database from before schema versions, made by a newer schema.py, has the column and
+    # no table: every step is conditional.
+    inspector = sa.inspect(bind)
+    columns = {c["name"] for c in inspector.get_columns("certificates")}
+    if "subject_key_id" not in columns:
+        op.add_column("certificates", sa.Column("subject_key_id", sa.String(128), nullable=True))
+    if inspector.has_table("certificate_key_ids"):
+        bind.exec_driver_sql(
+            "UPDATE certificates SET subject_key_id = (SELECT k.key_id "
+            "FROM certificate_key_ids k WHERE k.serial = certificates.serial) "
+            "WHERE serial IN (SELECT serial FROM certificate_key_ids)"
+        )
+        op.drop_table("certificate_key_ids")
+    op.create_index(
+        "ix_certificates_subject_key_id", "certificates", ["subject_key_id"], if_not_exists=True
+    )
+
+
+def _key_ids_to_table(bind: sa.Connection) -> None:
+    op.create_table(
+        "certificate_key_ids",
+        sa.Column("serial", sa.String(64), primary_key=True),
+        sa.Column("key_id", sa.String(128), nullable=False),
+    )
+    op.create_index("ix_certificate_key_ids_key_id", "certificate_key_ids", ["key_id"])
+    bind.exec_driver_sql(
+        "INSERT INTO certificate_key_ids (serial, key_id) "
+        "SELECT serial, subject_key_id FROM certificates WHERE subject_key_id IS NOT NULL"
+    )
+    op.drop_index("ix_certificates_subject_key_id", "certificates")
+    op.drop_column("certificates", "subject_key_id")
+
+
 def upgrade() -> None:
+    bind = op.get_bind()
+    _key_ids_to_column(bind)
+    op.drop_index("ix_certificates_key_fingerprint", "certificates", if_exists=True)
     op.drop_index("ix_certificates_subject", "certificates", if_exists=True)
     op.drop_index("ix_certificates_status", "certificates", if_exists=True)
     op.drop_index("ix_certificates_revocations", "certificates", if_exists=True)
@@ -105,7 +146,6 @@ def upgrade() -> None:
         sqlite_where=sa.text(RENEWAL),
         postgresql_where=sa.text(RENEWAL),
     )
-    bind = op.get_bind()
     if bind.dialect.name == "sqlite" and _has_fts(bind):
         # Revision 0002's trigger and rebuild indexed every row there is.  Idempotent, like
         # 0002 and 0003: a database from before schema versions runs every revision over
@@ -136,3 +176,5 @@ def downgrade() -> None:
     op.create_index("ix_certificates_revocations", "certificates", REVOCATION_COLUMNS)
     op.create_index("ix_certificates_status", "certificates", ["status"])
     op.create_index("ix_certificates_subject", "certificates", ["subject"])
+    op.create_index("ix_certificates_key_fingerprint", "certificates", ["key_fingerprint"])
+    _key_ids_to_table(bind)
