@@ -144,6 +144,9 @@ def _store_url(path: Path, directory: Path, table: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class StoreSettings:
+    """The ``[store]`` table: the database URL (a relative SQLite path resolved against the
+    instance directory) and how long to wait for a lock or a connection."""
+
     url: str
     busy_timeout: float
 

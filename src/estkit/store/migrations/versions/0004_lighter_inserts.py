@@ -17,7 +17,7 @@ subject search's.  This revision keeps every query served while inserts touch le
   primary key and an index per certificate, and one more INSERT) to an indexed column,
   ``certificates.subject_key_id``.
 - SQLite: the FTS5 subject index no longer follows each INSERT by trigger.  It is brought up
-  to date in batches (store/subject_search.py ``CATCH_UP``, which the server runs every
+  to date in batches (store/subject_search.py ``CATCH_UP_SQL``, which the server runs every
   second), and ``subject_search_progress`` records the highest certificate id indexed; a
   search reads the rows above it directly, so it still finds every certificate.  The delete
   and update triggers act on indexed rows only (FTS5 must never be told to delete a row it
