@@ -6,7 +6,7 @@ the RFC 4514 subject, any case (ASCII case folding on SQLite, as its ``lower()``
 ``_`` taken literally.  The index only narrows the rows; the exact condition is always applied
 to what it returns.
 
-SQLite's FTS5 index is brought up to date in batches (``CATCH_UP``, revision 0004), not by
+SQLite's FTS5 index is brought up to date in batches (``CATCH_UP_SQL``, revision 0004), not by
 each enrollment's INSERT: rows above ``subject_search_progress`` are not in it yet, and a
 search reads them directly.
 
@@ -39,7 +39,8 @@ _NOT_INDEXED_YET = (
 )
 
 CATCH_UP_ROWS = 20_000
-"""At most this many rows per catch-up transaction, so that it holds the write lock briefly."""
+"""At most this many ids (certificates, less any deleted) per catch-up transaction, so that
+it holds the write lock briefly."""
 PENDING_SQL = (
     "SELECT indexed_through, (SELECT max(id) FROM certificates) FROM subject_search_progress"
 )
