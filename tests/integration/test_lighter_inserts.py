@@ -15,7 +15,7 @@ from estkit.store import Store
 from estkit.store.certificate_listing import CertificateFilter, list_certificates
 from estkit.store.database import driver_url
 from estkit.store.subject_search import FTS_TABLE, PROGRESS_TABLE
-from tests.integration.test_migrations import insert_old_certificate, upgrade_to
+from tests.integration.test_migrations import downgrade_to, insert_old_certificate, upgrade_to
 from tests.integration.test_store_backends import T0, certificate
 
 
@@ -157,16 +157,7 @@ def test_upgrading_marks_every_existing_row_indexed_and_downgrading_indexes_the_
         assert indexed(url, "alpha") == 1
     finally:
         store.close()
-    engine = create_engine(driver_url(url))
-    try:
-        with engine.begin() as connection:
-            from alembic import command
-
-            from estkit.store.migrate import _config
-
-            command.downgrade(_config(connection), "0003")
-    finally:
-        engine.dispose()
+    downgrade_to(url, "0003")
     assert indexed(url, "alpha") == 2  # the tail went into the index
     tables = query(url, "SELECT name FROM sqlite_master WHERE name = ?", PROGRESS_TABLE)
     assert tables == []
@@ -272,10 +263,6 @@ def test_only_sqlite_batches_its_subject_index(store, store_url):
 def test_key_identifiers_move_into_the_certificates_and_back(store_url):
     """Revision 0004 folds certificate_key_ids into certificates.subject_key_id (one INSERT
     per enrollment less) and keeps every identifier; a downgrade restores the table."""
-    from alembic import command
-
-    from estkit.store.migrate import _config
-
     upgrade_to(store_url, "0003")
     insert_old_certificate(store_url, "k1", "CN=keyed", key_id="ab" * 20)
     insert_old_certificate(store_url, "n1", "CN=no-key-id")
@@ -288,11 +275,6 @@ def test_key_identifiers_move_into_the_certificates_and_back(store_url):
         assert store.certificate("k2").subject_key_id == "cd" * 20
     finally:
         store.close()
-    engine = create_engine(driver_url(store_url))
-    try:
-        with engine.begin() as connection:
-            command.downgrade(_config(connection), "0003")
-    finally:
-        engine.dispose()
+    downgrade_to(store_url, "0003")
     rows = query(store_url, "SELECT serial, key_id FROM certificate_key_ids ORDER BY serial")
     assert [tuple(row) for row in rows] == [("k1", "ab" * 20), ("k2", "cd" * 20)]

@@ -77,13 +77,22 @@ def drift(url: str) -> list[Any]:
         engine.dispose()
 
 
-def upgrade_to(url: str, revision: str) -> None:
+def _migrate(url: str, step: Any, revision: str) -> None:
+    """Alembic's upgrade or downgrade to ``revision``, in one transaction."""
     engine = create_engine(driver_url(url))
     try:
         with engine.begin() as connection:
-            command.upgrade(_config(connection), revision)
+            step(_config(connection), revision)
     finally:
         engine.dispose()
+
+
+def upgrade_to(url: str, revision: str) -> None:
+    _migrate(url, command.upgrade, revision)
+
+
+def downgrade_to(url: str, revision: str) -> None:
+    _migrate(url, command.downgrade, revision)
 
 
 def insert_old_certificate(
