@@ -48,6 +48,7 @@ class EstServer:
     url: str = ""
     http_url: str = ""
     log_path: Path = field(default_factory=Path)
+    _shared_user: tuple[str, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def ca_file(self) -> Path:
@@ -73,6 +74,16 @@ class EstServer:
         finally:
             store.close()
         return secret
+
+    def shared_user(self) -> tuple[str, str]:
+        """(name, password) of one Basic account for the tests that need just some account on
+        this server, made on first use (argon2 hashing is deliberately slow).  Kept on the
+        server itself: a cache keyed by id(server) could hand a later server, which may reuse
+        a dead one's id, an account its store does not have."""
+        if self._shared_user is None:
+            name = f"shared-{os.urandom(5).hex()}"
+            self._shared_user = (name, self.add_user(name))
+        return self._shared_user
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""

@@ -141,17 +141,6 @@ def _records(server):
         store.close()
 
 
-_USERS: dict[int, tuple[str, str]] = {}
-
-
-def shared_user(server) -> tuple[str, str]:
-    """One Basic user per server for the whole module (argon2 hashing is deliberately slow)."""
-    if id(server) not in _USERS:
-        name = unique("user")
-        _USERS[id(server)] = (name, server.add_user(name))
-    return _USERS[id(server)]
-
-
 class Enrollment:
     """What one simpleenroll or simplereenroll request needs: URL, credentials, a CSR."""
 
@@ -161,7 +150,7 @@ class Enrollment:
         self.url = server.est_url() + "/" + operation
         self.cn = unique(operation)
         self.auth: dict[str, object] = {}
-        user, password = shared_user(server)
+        user, password = server.shared_user()
         if operation == "simpleenroll":
             self.auth = {"user": user, "password": password}
         else:
@@ -309,7 +298,7 @@ def test_enroll_content_type_parameters_and_case_accepted(enrollment):
 
 
 def test_enroll_response_body_is_strict_base64_lines(est_server):
-    user, password = shared_user(est_server)
+    user, password = est_server.shared_user()
     _, der = make_csr(unique("lines"))
     reply = enroll_basic(est_server, der, None, user, password)
     assert reply.status == 200, reply.text

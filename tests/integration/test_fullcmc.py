@@ -56,19 +56,8 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-_USERS: dict[int, tuple[str, str]] = {}
-
-
-def shared_user(server) -> tuple[str, str]:
-    """One Basic user per server (argon2 hashing is deliberately slow)."""
-    if id(server) not in _USERS:
-        name = unique("cmc")
-        _USERS[id(server)] = (name, server.add_user(name))
-    return _USERS[id(server)]
-
-
 def cmc_as_user(server, body: bytes, label: str | None = None, **kwargs):
-    user, password = shared_user(server)
+    user, password = server.shared_user()
     return post_cmc(server, body, label, user=user, password=password, **kwargs)
 
 
@@ -116,7 +105,7 @@ def chain_verifies(server, cert: x509.Certificate, chain: tuple[x509.Certificate
 def enroll_by_cmc(server, cn: str, label: str | None = None, user=None, password=None):
     """(key, certificate) from a self-signed Full PKI Request."""
     if user is None:
-        user, password = shared_user(server)
+        user, password = server.shared_user()
     key, csr = make_csr(cn)
     reply = post_cmc(server, self_signed_request(key, csr), label, user=user, password=password)
     return key, read_cmc(reply, 200).issued()
@@ -235,7 +224,7 @@ def test_two_requests_in_one_message(est_server):
 def test_partial_success_is_200_with_each_status(est_server):
     """One request the iot label grants (CN = the user) and one it refuses: the response
     carries the certificate, so it is a 200, and each body part has its own status."""
-    user, _ = shared_user(est_server)
+    user, _ = est_server.shared_user()
     key1, csr1 = make_csr(user)
     _, csr2 = make_csr("not-the-user")
     body = sign(pki_data({1: csr1, 2: csr2}), key1, key_id=key_id_of(key1))

@@ -49,17 +49,6 @@ def issued_count(server) -> int:
         store.close()
 
 
-_USERS: dict[int, tuple[str, str]] = {}
-
-
-def shared_user(server) -> tuple[str, str]:
-    """One Basic user per server (argon2 hashing is deliberately slow)."""
-    if id(server) not in _USERS:
-        name = unique("hostile")
-        _USERS[id(server)] = (name, server.add_user(name))
-    return _USERS[id(server)]
-
-
 def enroll(
     server,
     body: bytes,
@@ -69,7 +58,7 @@ def enroll(
     **auth,
 ) -> Reply:
     if not auth:
-        user, password = shared_user(server)
+        user, password = server.shared_user()
         auth = {"user": user, "password": password}
     return request(
         server.est_url(label) + "/" + operation,
@@ -606,7 +595,7 @@ def _auth_header(user: str, password: str) -> str:
 @pytest.mark.parametrize("who", ["missing", "wrong-password", "unknown-user", "empty"])
 @pytest.mark.parametrize("operation", ["simpleenroll", "simplereenroll"])
 def test_401_with_basic_challenge(est_server, who, operation):
-    user, password = shared_user(est_server)
+    user, password = est_server.shared_user()
     headers = dict(PKCS10)
     if who == "wrong-password":
         headers["Authorization"] = _auth_header(user, password + "x")
@@ -638,7 +627,7 @@ def test_401_with_basic_challenge(est_server, who, operation):
 
 
 def test_wrong_and_unknown_user_are_indistinguishable(est_server):
-    user, password = shared_user(est_server)
+    user, password = est_server.shared_user()
     _, der = make_csr(unique("same"))
     wrong = enroll(est_server, b64(der), user=user, password=password + "x")
     unknown = enroll(est_server, b64(der), user=unique("ghost"), password=password)
@@ -691,7 +680,7 @@ def test_unusable_authorization_header(est_server, value, words):
 @pytest.mark.parametrize("order", ["valid-first", "wrong-first"])
 def test_duplicate_authorization_headers(est_server, order):
     """Two Authorization headers are ambiguous (a proxy may honour the other): refused."""
-    user, password = shared_user(est_server)
+    user, password = est_server.shared_user()
     valid = b"Authorization: " + _auth_header(user, password).encode() + b"\r\n"
     wrong = b"Authorization: " + _auth_header(unique("other"), "x").encode() + b"\r\n"
     _, der = make_csr(unique("dupauth"))
@@ -714,7 +703,7 @@ def test_duplicate_authorization_headers(est_server, order):
 
 @pytest.mark.parametrize("header", [b"Content-Type", b"Host"])
 def test_duplicate_singleton_headers(est_server, header):
-    user, password = shared_user(est_server)
+    user, password = est_server.shared_user()
     _, der = make_csr(unique("dup"))
     body = b64(der)
     payload = (
@@ -768,7 +757,7 @@ def test_413_with_content_length(est_server):
 
 def test_413_chunked(est_server):
     body = _oversized_body()
-    user, password = shared_user(est_server)
+    user, password = est_server.shared_user()
     before = issued_count(est_server)
     payload = (
         b"POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: localhost\r\n"
@@ -789,7 +778,7 @@ def test_413_chunked(est_server):
 
 def test_413_announced_before_any_body_arrives(est_server):
     """A huge Content-Length is refused at once: the server does not wait for the body."""
-    user, password = shared_user(est_server)
+    user, password = est_server.shared_user()
     payload = (
         b"POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: application/pkcs10\r\nContent-Length: 99999999999\r\n"
@@ -865,7 +854,7 @@ def test_malformed_http_framing(est_server, case):
 
 
 def _authorized_post_head(server, framing: bytes) -> bytes:
-    user, password = shared_user(server)
+    user, password = server.shared_user()
     return (
         _POST + b"Content-Type: application/pkcs10\r\n"
         b"Authorization: " + _auth_header(user, password).encode() + b"\r\n" + framing + b"\r\n"
@@ -1068,7 +1057,7 @@ def test_tcp_without_tls_handshake_is_disconnected(slow_server):
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_partial_body_then_stall_gets_408(slow_server, framing):
-    user, password = shared_user(slow_server)
+    user, password = slow_server.shared_user()
     before = issued_count(slow_server)
     _, der = make_csr(unique("slow"))
     body = b64(der)
@@ -1094,7 +1083,7 @@ def test_partial_body_then_stall_gets_408(slow_server, framing):
 
 def test_stalled_connections_do_not_starve_others(est_server):
     """With 30 connections stalled in every phase, cacerts and an enrollment are still fast."""
-    user, password = shared_user(est_server)
+    user, password = est_server.shared_user()
     stalled: list[socket.socket] = []
     try:
         for _ in range(10):

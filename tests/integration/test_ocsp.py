@@ -69,14 +69,8 @@ def responder_pem(server) -> Path:
     return server.data_dir / "ca" / "ocsp-responder.pem"
 
 
-_USERS: dict[int, tuple[str, str]] = {}
-
-
 def enroll(server) -> x509.Certificate:
-    if id(server) not in _USERS:
-        name = f"ocsp-{uuid.uuid4().hex[:10]}"
-        _USERS[id(server)] = (name, server.add_user(name))
-    user, password = _USERS[id(server)]
+    user, password = server.shared_user()
     _, der = make_csr(f"ocsp-{uuid.uuid4().hex[:8]}")
     return issued(enroll_basic(server, der, None, user, password))
 

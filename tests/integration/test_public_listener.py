@@ -52,14 +52,8 @@ def issued_count(server) -> int:
         store.close()
 
 
-_USERS: dict[int, tuple[str, str]] = {}
-
-
 def enrolled_certificate(server) -> x509.Certificate:
-    if id(server) not in _USERS:
-        name = f"public-{uuid.uuid4().hex[:10]}"
-        _USERS[id(server)] = (name, server.add_user(name))
-    user, password = _USERS[id(server)]
+    user, password = server.shared_user()
     _, der = make_csr(f"aia-{uuid.uuid4().hex[:8]}")
     return issued(enroll_basic(server, der, None, user, password))
 
