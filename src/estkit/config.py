@@ -6,7 +6,6 @@ Every bad setting is refused with the file, the key and the reason.
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,21 +22,12 @@ from estkit.authority.token_settings import (
     TokenKeyRef,
     TokenSettings,
 )
+from estkit.config_file import CONFIG_NAME as CONFIG_NAME
+from estkit.config_file import ConfigError as ConfigError
+from estkit.config_file import config_table, read_config_file, store_settings
 
 if TYPE_CHECKING:
     from estkit.authority.profile import Profile
-
-CONFIG_NAME = "estkit.toml"
-
-
-class ConfigError(Exception):
-    """A setting is missing or invalid: names the file, the key and the reason."""
-
-    def __init__(self, path: Path, key: str, reason: str) -> None:
-        super().__init__(f"{path}: {key}: {reason}")
-        self.path = path
-        self.key = key
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -92,13 +82,6 @@ _SERVER_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _table(path: Path, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = data.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError(path, key, "must be a table")
-    return value
-
-
 def _server_settings(path: Path, table: Mapping[str, Any]) -> ServerSettings:
     values: dict[str, Any] = {}
     for key, value in table.items():
@@ -130,62 +113,12 @@ def _path(path: Path, directory: Path, table: Mapping[str, Any], key: str, where
     return directory / value
 
 
-def _store_url(path: Path, directory: Path, table: Mapping[str, Any]) -> str:
-    url = table.get("url", "sqlite:///estkit.db")
-    if not isinstance(url, str):
-        raise ConfigError(path, "store.url", "must be a database URL")
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url[len(prefix) :].startswith("/"):
-        return prefix + str((directory / url[len(prefix) :]).resolve())
-    if not url.startswith(("sqlite:", "postgresql")):
-        raise ConfigError(path, "store.url", "must be a sqlite:/// or postgresql:// URL")
-    return url
-
-
-@dataclass(frozen=True)
-class StoreSettings:
-    """The ``[store]`` table: the database URL (a relative SQLite path resolved against the
-    instance directory) and how long to wait for a lock or a connection."""
-
-    url: str
-    busy_timeout: float
-
-
-def _read(directory: Path) -> tuple[Path, dict[str, Any]]:
-    path = directory / CONFIG_NAME
-    try:
-        return path, tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(path, "-", "no estkit instance here; run 'estkit init' first") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "-", f"not valid TOML: {exc}") from None
-
-
-def _store_settings(path: Path, directory: Path, data: Mapping[str, Any]) -> StoreSettings:
-    store = _table(path, data, "store")
-    busy = store.get("busy_timeout", 5.0)
-    if not isinstance(busy, int | float) or isinstance(busy, bool) or busy <= 0:
-        raise ConfigError(path, "store.busy_timeout", "must be a positive number of seconds")
-    for key in store:
-        if key not in ("url", "busy_timeout"):
-            raise ConfigError(path, f"store.{key}", "unknown setting")
-    return StoreSettings(_store_url(path, directory, store), float(busy))
-
-
-def load_store_settings(directory: Path) -> StoreSettings:
-    """Only the ``[store]`` table of DIR/estkit.toml: for ``cert list``, a whole process
-    whose time is mostly start-up, which then needs neither the profiles nor cryptography
-    (about 50 ms to import)."""
-    path, data = _read(directory)
-    return _store_settings(path, directory, data)
-
-
 def load_config(directory: Path) -> Config:
     """Read and validate DIR/estkit.toml."""
     # The profiles' EKU OIDs import cryptography.x509: only a whole configuration needs it.
     from estkit.authority.profile import ProfileError, parse_profile
 
-    path, data = _read(directory)
+    path, data = read_config_file(directory)
     known = {
         "server",
         "ca",
@@ -202,16 +135,16 @@ def load_config(directory: Path) -> Config:
     for key in data:
         if key not in known:
             raise ConfigError(path, key, f"unknown table (known: {', '.join(sorted(known))})")
-    ca = _table(path, data, "ca")
-    tls = _table(path, data, "tls")
-    store = _store_settings(path, directory, data)
+    ca = config_table(path, data, "ca")
+    tls = config_table(path, data, "tls")
+    store = store_settings(path, directory, data)
 
     profiles: dict[str, Profile] = {}
     try:
-        profiles[DEFAULT_LABEL] = parse_profile(DEFAULT_LABEL, _table(path, data, "profile"))
+        profiles[DEFAULT_LABEL] = parse_profile(DEFAULT_LABEL, config_table(path, data, "profile"))
     except ProfileError as exc:
         raise ConfigError(path, f"profile.{exc.key}", exc.reason) from None
-    for label, table in _table(path, data, "labels").items():
+    for label, table in config_table(path, data, "labels").items():
         if not isinstance(table, dict):
             raise ConfigError(path, f"labels.{label}", "must be a table")
         try:
@@ -222,7 +155,7 @@ def load_config(directory: Path) -> Config:
 
     anchors: dict[str, Path] = {}
     anchor_crls: dict[str, Path] = {}
-    for name, table in _table(path, data, "anchors").items():
+    for name, table in config_table(path, data, "anchors").items():
         if not isinstance(table, dict):
             raise ConfigError(path, f"anchors.{name}", "must be a table")
         for key in table:
@@ -238,11 +171,11 @@ def load_config(directory: Path) -> Config:
                 raise ConfigError(path, f"anchors.{name}.crl", f"{crl_file} not found")
             anchor_crls[name] = crl_file
     try:
-        crl = parse_crl_settings(_table(path, data, "crl"))
+        crl = parse_crl_settings(config_table(path, data, "crl"))
     except CrlSettingError as exc:
         raise ConfigError(path, f"crl.{exc.key}", exc.reason) from None
     try:
-        ocsp = parse_ocsp_settings(_table(path, data, "ocsp"))
+        ocsp = parse_ocsp_settings(config_table(path, data, "ocsp"))
     except OcspSettingError as exc:
         raise ConfigError(path, f"ocsp.{exc.key}", exc.reason) from None
     if ocsp.responder_key_in_token and not str(ca.get("issuing_key", "")).startswith(URI_SCHEME):
@@ -262,7 +195,7 @@ def load_config(directory: Path) -> Config:
     return Config(
         path=path,
         directory=directory,
-        server=_server_settings(path, _table(path, data, "server")),
+        server=_server_settings(path, config_table(path, data, "server")),
         root_cert=_path(path, directory, ca, "root_cert", "ca"),
         issuing_cert=_path(path, directory, ca, "issuing_cert", "ca"),
         issuing_key=_signing_key(path, directory, data, ca, "issuing_key", "ca"),
@@ -276,7 +209,7 @@ def load_config(directory: Path) -> Config:
         crl=crl,
         ocsp=ocsp,
         key_archive_recipient=_key_archive_recipient(
-            path, directory, _table(path, data, "key_archive"), profiles
+            path, directory, config_table(path, data, "key_archive"), profiles
         ),
     )
 
@@ -287,7 +220,7 @@ def _token_settings(path: Path, directory: Path, data: Mapping[str, Any]) -> Tok
         raise ConfigError(
             path, "pkcs11", "a pkcs11: key needs a [pkcs11] table with the module path"
         )
-    table = _table(path, data, "pkcs11")
+    table = config_table(path, data, "pkcs11")
     for key in table:
         if key not in ("module", "pin_file", "pin_env"):
             raise ConfigError(

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from estkit.config import ConfigError, load_config, load_store_settings
+from estkit.config import ConfigError, load_config
+from estkit.config_file import load_store_settings
 from tests.esthttp import Reply, enroll_basic, make_csr
 from tests.estserver import EstServer, run_estkit, start_server
 

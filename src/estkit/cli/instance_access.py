@@ -8,14 +8,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from estkit.cli.common import CommandError
-from estkit.config import Config, ConfigError, StoreSettings, load_config, load_store_settings
+from estkit.config_file import ConfigError, StoreSettings, load_store_settings
 from estkit.store.unavailable import StoreUnavailable
 
 if TYPE_CHECKING:
+    from estkit.config import Config
     from estkit.store import Store
 
 
 def instance_config(directory: Path) -> Config:
+    # Imported here: ``cert list`` needs only instance_store_settings (config_file.py).
+    from estkit.config import load_config
+
     try:
         return load_config(directory)
     except ConfigError as exc:
@@ -23,7 +27,7 @@ def instance_config(directory: Path) -> Config:
 
 
 def instance_store_settings(directory: Path) -> StoreSettings:
-    """The ``[store]`` table alone (see config.load_store_settings)."""
+    """The ``[store]`` table alone (see config_file.load_store_settings)."""
     try:
         return load_store_settings(directory)
     except ConfigError as exc:
