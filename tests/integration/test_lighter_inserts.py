@@ -4,6 +4,7 @@ index is brought up to date in batches, yet every query is still served by an in
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -12,11 +13,14 @@ import pytest
 from sqlalchemy import create_engine, event, text
 
 from estkit.store import Store
-from estkit.store.certificate_listing import CertificateFilter, list_certificates
+from estkit.store.certificate_listing import CertificateFilter, _query, list_certificates
+from estkit.store.crls import _revoked_entries  # what publish_crl reads
 from estkit.store.database import driver_url
 from estkit.store.subject_search import FTS_TABLE, PROGRESS_TABLE
+from tests.estserver import init_instance, start_server
 from tests.integration.test_migrations import downgrade_to, insert_old_certificate, upgrade_to
 from tests.integration.test_store_backends import T0, certificate
+from tests.revocation import enroll
 
 
 def add(store: Store, serial: str, subject: str) -> None:
@@ -133,8 +137,6 @@ def test_deleting_or_editing_rows_keeps_the_index_intact(sqlite_store):
 def test_the_listing_reads_the_index_and_the_tail_by_key(sqlite_store):
     """No full scan of the certificates: FTS5 for the indexed rows, a range of the rowid for
     the rest."""
-    from estkit.store.certificate_listing import _query
-
     add(sqlite_store, "a1", "CN=alpha")
     sql, parameters = _query(
         "sqlite", CertificateFilter(subject="alpha"), T0, {FTS_TABLE, PROGRESS_TABLE}
@@ -167,11 +169,6 @@ def test_upgrading_marks_every_existing_row_indexed_and_downgrading_indexes_the_
 
 def test_the_serve_task_catches_up(tmp_path):
     """A running server indexes what it enrolls within a few seconds."""
-    import time
-
-    from tests.estserver import init_instance, start_server
-    from tests.revocation import enroll
-
     directory = init_instance(tmp_path / "est-data")
     server = start_server(directory)
     try:
@@ -225,8 +222,6 @@ def test_the_crl_and_renewal_reads_still_use_their_indexes(store, store_url):
     event.listen(engine, "before_cursor_execute", capture)
     try:
         assert [r.serial for r in store.renewals_of("a1")] == ["r1"]
-        from estkit.store.crls import _revoked_entries  # what publish_crl reads
-
         with engine.connect() as connection:
             entries = _revoked_entries(connection, "issuer", None)
         assert [e.serial for e in entries] == ["a1"]

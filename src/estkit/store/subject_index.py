@@ -17,6 +17,7 @@ from estkit.store.subject_search import (
     CATCH_UP_SQL,
     PENDING_SQL,
     PROGRESS_TABLE,
+    SEARCH_TABLES_SQL,
 )
 
 
@@ -57,12 +58,7 @@ class SubjectIndexTable(Database):
             if not self.local_reads:
                 self._has_progress = False
             else:
-                found = self._read(
-                    lambda c: driver_execute(
-                        c,
-                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                        (PROGRESS_TABLE,),
-                    ).fetchone()
-                )
-                self._has_progress = found is not None
+                # The same look-up as the listing's (store/certificate_listing.py).
+                tables = self._read(lambda c: driver_execute(c, SEARCH_TABLES_SQL).fetchall())
+                self._has_progress = (PROGRESS_TABLE,) in tables
         return self._has_progress
