@@ -135,13 +135,13 @@ class CertificateAuthority:
         certificates.extend(link for link in self.links if link not in certificates)
         return tuple(certificates)
 
-    @property
+    @cached_property
     def signs_quickly(self) -> bool:
         """The issuing key signs in well under a millisecond where it is called: an EC or
         Ed25519 key held by cryptography.  An RSA signature takes milliseconds (about 1 for
         2048 bits and 7 for 4096 on the development machine) and a token's may block, so
         those are made on a thread, never on an event loop (cryptography lets go of the GIL
-        while it signs)."""
+        while it signs).  Every enrollment asks, so it is worked out once."""
         key = self.issuing_key
         if isinstance(key, TokenEcKey | TokenRsaKey):
             return False

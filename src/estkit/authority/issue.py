@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -95,11 +95,9 @@ def validity_window(
     return not_before.replace(microsecond=0), not_after.replace(microsecond=0)
 
 
-@functools.lru_cache(maxsize=32)
 def _issuer_extensions(issuing_id: str, urls: PublicUrls) -> tuple[x509.ExtensionType, ...]:
-    """Authority key identifier, CRL distribution point and AIA: the same for every
-    certificate of one issuing CA, so built once (the AKI names the issuer's own subject
-    key identifier, as RFC 5280 §4.2.1.1 asks)."""
+    """Authority key identifier, CRL distribution point and AIA (the AKI names the issuer's
+    own subject key identifier, as RFC 5280 §4.2.1.1 asks)."""
     return (
         x509.AuthorityKeyIdentifier(bytes.fromhex(issuing_id), None, None),
         x509.CRLDistributionPoints(
@@ -127,26 +125,46 @@ def _issuer_extensions(issuing_id: str, urls: PublicUrls) -> tuple[x509.Extensio
     )
 
 
-_BASES: dict[tuple[str, bool], tuple[x509.Certificate, x509.CertificateBuilder]] = {}
+def _extension(value: x509.ExtensionType, critical: bool = False) -> x509.Extension[Any]:
+    return x509.Extension(value.oid, critical, value)
 
 
-def _base_builder(
-    issuing: x509.Certificate, issuing_id: str, is_rsa: bool
-) -> x509.CertificateBuilder:
-    """Issuer name, basic constraints and key usage: the same for every certificate of one
-    issuing CA and key kind, so set once (builders are immutable)."""
-    key = (issuing_id, is_rsa)
-    cached = _BASES.get(key)
-    if cached is not None and cached[0] is issuing:
-        return cached[1]
-    builder = (
-        x509.CertificateBuilder()
-        .issuer_name(issuing.subject)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(is_rsa), critical=True)
-    )
-    _BASES[key] = (issuing, builder)
-    return builder
+@dataclass(frozen=True)
+class _IssuerParts:
+    """What every certificate of one issuing CA, key kind and set of URLs shares: built
+    once, and given to the builder in one go (each of its setters copies the builder)."""
+
+    issuing: x509.Certificate
+    """The certificate they were read from (a renewed CA certificate may keep its key)."""
+    name: x509.Name
+    leading: tuple[x509.Extension[Any], ...]
+    """Basic constraints and key usage, both critical."""
+    trailing: tuple[x509.Extension[Any], ...]
+    """After the subject key identifier: _issuer_extensions."""
+
+
+_ISSUER_PARTS: dict[tuple[str, bool, PublicUrls], _IssuerParts] = {}
+
+
+def _issuer_parts(ca: CertificateAuthority, urls: PublicUrls, is_rsa: bool) -> _IssuerParts:
+    key = (ca.issuing_id, is_rsa, urls)
+    parts = _ISSUER_PARTS.get(key)
+    if parts is None or parts.issuing is not ca.issuing:
+        parts = _ISSUER_PARTS[key] = _IssuerParts(
+            issuing=ca.issuing,
+            name=ca.issuing.subject,
+            leading=(
+                _extension(x509.BasicConstraints(ca=False, path_length=None), critical=True),
+                _extension(_key_usage(is_rsa), critical=True),
+            ),
+            trailing=tuple(map(_extension, _issuer_extensions(ca.issuing_id, urls))),
+        )
+    return parts
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    """A time as the builder's own setters keep it (naive, in UTC)."""
+    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def build_certificate(
@@ -164,7 +182,6 @@ def build_certificate(
     RFC 7030 §4.4.1 has the server ignore the CSR's own key.
     """
     facts = csr_facts(csr)
-    issuing_id = ca.issuing_id
     not_before, not_after = validity_window(ca, profile, now)
     if public_key is None:
         public_key, spki = facts.public_key, facts.spki
@@ -172,25 +189,23 @@ def build_certificate(
         spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     subject = facts.subject
     key_id = x509.SubjectKeyIdentifier.from_public_key(public_key)
-    builder = (
-        _base_builder(ca.issuing, issuing_id, isinstance(public_key, rsa.RSAPublicKey))
-        .subject_name(subject)
-        .public_key(public_key)
-        .serial_number(serial)
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(key_id, critical=False)
-    )
-    for extension in _issuer_extensions(issuing_id, urls):
-        builder = builder.add_extension(extension, critical=False)
+    parts = _issuer_parts(ca, urls, isinstance(public_key, rsa.RSAPublicKey))
+    extensions = [*parts.leading, _extension(key_id), *parts.trailing]
     eku_oids = profile.eku_oids
     if eku_oids:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku_oids)), critical=False)
+        extensions.append(_extension(x509.ExtendedKeyUsage(list(eku_oids))))
     sans = requested_sans(csr)
     if sans:
         # RFC 5280 §4.2.1.6: with an empty subject the SAN extension must be critical.
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(sans), critical=len(subject) == 0
-        )
+        extensions.append(_extension(x509.SubjectAlternativeName(sans), len(subject) == 0))
+    builder = x509.CertificateBuilder(
+        issuer_name=parts.name,
+        subject_name=subject,
+        public_key=public_key,
+        serial_number=serial,
+        not_valid_before=_naive_utc(not_before),
+        not_valid_after=_naive_utc(not_after),
+        extensions=extensions,
+    )
     cert = sign_builder(builder, ca.issuing_key)
     return IssuedCertificate(cert, spki, tuple(sans), key_id.digest, facts.subject_text)

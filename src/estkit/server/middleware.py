@@ -28,6 +28,8 @@ def printable(text: str, limit: int = 80) -> str:
     Control characters (a newline in a percent-decoded path would forge a log line) become
     escapes, and long values are cut.
     """
+    if len(text) <= limit and text.isascii() and text.isprintable():
+        return text  # the usual request line: nothing to escape or cut
     escaped = _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
     return escaped if len(escaped) <= limit else escaped[: limit - 3] + "..."
 
