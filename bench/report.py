@@ -15,6 +15,7 @@ TITLES = {
     "bigstore": "Large store: 1,000,000 certificate records",
     "floor": "Floor: TLS and HTTP without estkit",
     "instructions": "Instructions per enrollment (callgrind)",
+    "compare": "This tree against a revision (paired ratios)",
 }
 
 

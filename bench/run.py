@@ -1,6 +1,7 @@
 """estkit benchmark: enrollments/s, latency, server CPU per enrollment, memory, large stores.
 
     .venv/bin/python -m bench.run [--parts matrix memory bigstore floor instructions | all]
+    .venv/bin/python -m bench.run --parts compare --baseline REVISION
 
 matrix (the default): each mode against a fresh instance (EC P-256 CA) per store and worker
 count, driven from separate load processes with pre-generated EC P-256 CSRs, closed loop;
@@ -9,7 +10,8 @@ read from /proc for the whole server process tree.  memory: one worker's RSS wit
 connections open and over a long run.  bigstore: a million certificate records.  floor: the
 same TLS and HTTP stack answering without estkit's work, beside estkit, per mode.
 instructions: instructions per enrollment under valgrind's callgrind, which unlike CPU time
-do not move with the host's load.
+do not move with the host's load.  compare (not in all): this tree against a git revision,
+both serving at once, as paired ratios of server CPU per enrollment.
 
 Each part writes its tables into bench/RESULTS.md between markers (bench/report.py).
 """
@@ -18,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from bench.bigstore import bigstore_table, measure
+from bench.compare import compare, comparison_table
 from bench.floor import FLOOR_MODES, floor_table, measure_floor
 from bench.instance import STORES
 from bench.instructions import (
@@ -36,6 +40,8 @@ from bench.memory import measure_memory, memory_table
 from bench.report import stamp, update_results
 
 PARTS = ("matrix", "memory", "bigstore", "floor", "instructions")
+EXTRA_PARTS = ("compare",)
+"""Not in "all": it needs a revision to compare with."""
 
 
 def progress(message: str) -> None:
@@ -44,7 +50,9 @@ def progress(message: str) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--parts", nargs="+", default=["matrix"], choices=[*PARTS, "all"])
+    parser.add_argument(
+        "--parts", nargs="+", default=["matrix"], choices=[*PARTS, *EXTRA_PARTS, "all"]
+    )
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
     parser.add_argument("--clients", type=int, default=4, help="load processes (closed loop)")
     parser.add_argument("--stores", nargs="+", default=list(STORES), choices=STORES)
@@ -71,6 +79,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--instruction-count", type=int, default=200, help="counted requests per mode"
     )
+    parser.add_argument(
+        "--baseline", default="HEAD", help="compare: the git revision this tree is compared with"
+    )
+    parser.add_argument("--pairs", type=int, default=16, help="compare: bursts per version")
+    parser.add_argument("--burst", type=float, default=1.5, help="compare: seconds per burst")
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = parser.parse_args(argv)
     if "all" in args.parts:
@@ -149,6 +162,27 @@ def main(argv: list[str] | None = None) -> int:
                 f"to warm up, {args.instruction_count} counted requests per mode. Kernel "
                 "time and thread hand-offs are not in these counts (bench/instructions.py).\n\n"
                 + table,
+            )
+        if "compare" in args.parts:
+            revision = subprocess.run(
+                ["git", "rev-parse", "--short", args.baseline],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            rows = compare(
+                revision, args.modes, args.clients, args.pairs, args.burst, directory, progress
+            )
+            table = comparison_table(rows)
+            print(table)
+            update_results(
+                args.results,
+                "compare",
+                f"{stamp()} {load}. This tree against {revision}, both serving at once "
+                f"(SQLite, one worker each); per mode {args.pairs} pairs of {args.burst:g} s "
+                "closed-loop bursts, alternating between the two (order flipped every pair). "
+                "Ratio: this tree's server CPU per enrollment over the baseline's, per pair "
+                "(bench/compare.py).\n\n" + table,
             )
         if "bigstore" in args.parts:
             results = [
