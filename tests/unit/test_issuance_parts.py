@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
@@ -16,11 +16,16 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from estkit.authority.ca import CertificateAuthority
 from estkit.authority.checks import check_signature
 from estkit.authority.identity import OWN_ANCHOR, Channel, Identity
-from estkit.authority.issue import IssuedCertificate, PublicUrls, build_certificate
+from estkit.authority.issue import (
+    IssuedCertificate,
+    PublicUrls,
+    build_certificate,
+    validity_window,
+)
 from estkit.authority.profile import parse_profile
 from estkit.authority.request import EnrollmentRequest
 from estkit.authority.service import Authority, certificate_record
-from estkit.errors import BadCsrSignature, Forbidden
+from estkit.errors import BadCsrSignature, Forbidden, ServiceUnavailable
 from estkit.wire.csr import csr_facts, load_csr
 from tests.esthttp import make_csr, new_key
 from tests.pki import make_ca, make_leaf
@@ -85,6 +90,36 @@ def test_record_from_building_equals_record_read_off_the_certificate(
     args = ("", "user:u", "enroll", ca.issuing_id, now, "ab")
     read_off = IssuedCertificate.read_off(issued.certificate)
     assert certificate_record(issued, *args) == certificate_record(read_off, *args)
+
+
+def test_a_certificate_has_its_extensions_in_order_and_its_validity_in_utc(
+    ca: CertificateAuthority,
+) -> None:
+    csr = load_csr(make_csr("dev", sans=SANS[:2])[1])
+    profile = parse_profile("", {"san_types": ["dns", "ip"]})  # EKU: clientAuth by default
+    now = datetime.now(UTC)
+    cert = build_certificate(ca, csr, profile, 0x1234, now, URLS).certificate
+    assert [(type(e.value), e.critical) for e in cert.extensions] == [
+        (x509.BasicConstraints, True),
+        (x509.KeyUsage, True),
+        (x509.SubjectKeyIdentifier, False),
+        (x509.AuthorityKeyIdentifier, False),
+        (x509.CRLDistributionPoints, False),
+        (x509.AuthorityInformationAccess, False),
+        (x509.ExtendedKeyUsage, False),
+        (x509.SubjectAlternativeName, False),
+    ]
+    assert cert.issuer == ca.issuing.subject
+    assert (cert.not_valid_before_utc, cert.not_valid_after_utc) == validity_window(
+        ca, profile, now
+    )
+
+
+def test_nothing_is_issued_once_the_issuing_ca_has_expired(ca: CertificateAuthority) -> None:
+    csr = load_csr(make_csr("dev")[1])
+    after = ca.issuing.not_valid_after_utc + timedelta(days=1)
+    with pytest.raises(ServiceUnavailable, match="issuing CA certificate has expired"):
+        build_certificate(ca, csr, parse_profile("", {}), 0x1234, after, URLS)
 
 
 def renewal(cert: x509.Certificate, label: str, issued_on: str | None) -> EnrollmentRequest:

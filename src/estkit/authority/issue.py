@@ -16,6 +16,7 @@ from estkit.authority.ca import CertificateAuthority
 from estkit.authority.checks import requested_sans
 from estkit.authority.profile import Profile
 from estkit.authority.signing import sign_builder
+from estkit.errors import ServiceUnavailable
 from estkit.wire.csr import csr_facts
 
 CLOCK_SKEW_ALLOWANCE = timedelta(minutes=5)
@@ -89,10 +90,18 @@ def _key_usage(is_rsa: bool) -> x509.KeyUsage:
 def validity_window(
     ca: CertificateAuthority, profile: Profile, now: datetime
 ) -> tuple[datetime, datetime]:
-    """(notBefore, notAfter) from the profile, never outside the issuing CA's own validity."""
+    """(notBefore, notAfter) from the profile, never outside the issuing CA's own validity;
+    ServiceUnavailable once that has run out (an operator must renew the issuing CA)."""
     not_before = max(now - CLOCK_SKEW_ALLOWANCE, ca.issuing.not_valid_before_utc)
     not_after = min(now + profile.validity, ca.issuing.not_valid_after_utc)
-    return not_before.replace(microsecond=0), not_after.replace(microsecond=0)
+    not_before, not_after = not_before.replace(microsecond=0), not_after.replace(microsecond=0)
+    if not_after <= not_before:
+        raise ServiceUnavailable(
+            "the issuing CA certificate has expired, so nothing can be issued until an "
+            "operator replaces it (estkit ca rollover)",
+            retry_after=3600,
+        )
+    return not_before, not_after
 
 
 def _issuer_extensions(issuing_id: str, urls: PublicUrls) -> tuple[x509.ExtensionType, ...]:
