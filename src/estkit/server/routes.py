@@ -7,7 +7,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from estkit.authority.accounts import HashCheckNeeded
@@ -159,21 +159,13 @@ async def read_body(request: web.Request, ctx: ServerContext) -> bytes:
     """The request body, bounded in size (413) and in time (408); chunked bodies welcome."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"the request body is over {MAX_BODY_BYTES} bytes")
-    if request.content.is_eof():
-        # Usually the whole body came with the headers: nothing to wait for, so no timer.
-        body = request.content.read_nowait()
-        if len(body) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"the request body is over {MAX_BODY_BYTES} bytes")
-        return body
-    chunks: list[bytes] = []
-    size = 0
     try:
-        async with asyncio.timeout(ctx.settings.body_timeout):
-            while chunk := await request.content.read(MAX_BODY_BYTES + 1):
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise PayloadTooLarge(f"the request body is over {MAX_BODY_BYTES} bytes")
-                chunks.append(chunk)
+        if request.content.is_eof():
+            # Usually the whole body came with the headers: nothing to wait for, no timer.
+            body = request.content.read_nowait()
+        else:
+            async with asyncio.timeout(ctx.settings.body_timeout):
+                body = await _read_chunks(request.content)
     except TimeoutError:
         raise RequestTimeout(
             f"the request body did not arrive within {ctx.settings.body_timeout:g} seconds"
@@ -186,6 +178,20 @@ async def read_body(request: web.Request, ctx: ServerContext) -> bytes:
         raise IncompleteRequest(
             f"the request body's chunked framing is malformed: {describe_protocol_error(exc)}"
         ) from None
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the request body is over {MAX_BODY_BYTES} bytes")
+    return body
+
+
+async def _read_chunks(content: StreamReader) -> bytes:
+    """The rest of a body as it arrives, stopping one byte past the limit."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await content.read(MAX_BODY_BYTES + 1):
+        size += len(chunk)
+        chunks.append(chunk)
+        if size > MAX_BODY_BYTES:
+            break
     return b"".join(chunks)
 
 
