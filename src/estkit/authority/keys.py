@@ -1,7 +1,8 @@
 """Describing public keys and keeping CA key files private.
 
-Key generation by type name lives in :mod:`estkit.wire.keytypes` (shared with the client) and
-is re-exported here for the authority's callers.
+Key generation by type name lives in :mod:`estkit.wire.keytypes` (shared with the client),
+and reading a file only its owner may read in :mod:`estkit.authority.secret_files`; their
+names the authority's callers use are re-exported here.
 """
 
 from __future__ import annotations
@@ -79,7 +80,6 @@ __all__ = [
     "describe_public_key",
     "generate_key",
     "load_private_key",
-    "read_owner_only",
     "signature_hash",
     "spki_sha256",
     "write_private_key",
