@@ -95,7 +95,7 @@ def measure_instructions(
     rows = []
     try:
         with floor_beside_estkit(directory / "instructions", CLIENTS, wrapper, 600) as targets:
-            target, bare_target = targets
+            target, bare_target = targets.estkit, targets.floor
             counted_server = Counted(target.server.process.pid, out_dir)
             counted_floor = Counted(bare_target.server.process.pid, out_dir)
             for mode in modes:

@@ -8,7 +8,8 @@ count, driven from separate load processes with pre-generated EC P-256 CSRs, clo
 then an open loop at 80% of the closed-loop peak for p99 under steady load.  Server CPU is
 read from /proc for the whole server process tree.  memory: one worker's RSS with idle TLS
 connections open and over a long run.  bigstore: a million certificate records.  floor: the
-same TLS and HTTP stack answering without estkit's work, beside estkit, per mode.
+same TLS and HTTP stack answering without estkit's work, and doing only the work no
+enrollment can skip (the work floor), beside estkit, per mode.
 instructions: instructions per enrollment under valgrind's callgrind, which unlike CPU time
 do not move with the host's load.  compare (not in all): this tree against a git revision,
 both serving at once, as paired ratios of server CPU per enrollment.
@@ -146,9 +147,12 @@ def main(argv: list[str] | None = None) -> int:
                 "floor",
                 f"{stamp()} {load}; {args.duration:g} s per row, closed loop. The floor server "
                 "(bench/floor.py) has estkit's TLS context, uvloop and aiohttp and answers each "
-                "POST with a fixed 700-byte body; estkit (SQLite, one worker) runs on the same "
-                "instance right after it, per mode. Server CPU from /proc as in the matrix.\n\n"
-                + table,
+                "POST with a fixed 700-byte body. The work floor server, on the same stack, "
+                "does only the work no enrollment can skip: it checks the CSR's signature, "
+                "signs a certificate and commits it to SQLite with an fsync, on the event loop, "
+                "with no authentication, policy, extensions, audit event or access log. "
+                "estkit (SQLite, one worker) runs on the same instance right after them, per "
+                "mode. Server CPU from /proc as in the matrix.\n\n" + table,
             )
         if "instructions" in args.parts:
             rows = measure_instructions(directory, args.modes, args.instruction_count, progress)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy import Engine, bindparam, insert, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from estkit.store import Store, schema
-from estkit.store.database import DriverStatement, _engines, insert_row
+from estkit.store.database import SQLITE_CACHE_KIB, DriverStatement, _engines, insert_row
 
 T0 = datetime(2030, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 ELSEWHERE = timezone(timedelta(hours=-7))
@@ -123,3 +124,22 @@ def test_a_statement_that_needs_python_side_defaults_is_refused(writer: Engine) 
     partial = DriverStatement(insert(schema.users), ["name", "secret_hash", "created_at"])
     with pytest.raises(ValueError, match="not a statement"), writer.begin() as connection:
         partial.execute(connection, {"name": "a", "secret_hash": "h", "created_at": T0})
+
+
+def test_every_sqlite_connection_is_durable_with_a_bounded_cache(tmp_path: Path) -> None:
+    """Both engines' connections: WAL, a flush per commit (synchronous=FULL), and the page
+    cache of SQLITE_CACHE_KIB (SQLite's 2 MiB default, kept by each connection once full,
+    showed as resident growth in the memory benchmark)."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    writer, reader = _engines(url, 5.0)
+    try:
+        for engine in (writer, reader):
+            with engine.connect() as connection:
+                settings = [
+                    connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+                    for name in ("journal_mode", "synchronous", "cache_size")
+                ]
+            assert settings == ["wal", 2, -SQLITE_CACHE_KIB]
+    finally:
+        writer.dispose()
+        reader.dispose()
