@@ -267,3 +267,81 @@ def test_close_stops_the_writer_thread_and_refuses_more_work(writer: Engine) -> 
     with pytest.raises(RuntimeError, match="the store is closed"):
         asyncio.run(group.submit(insert("two")))
     assert names(writer) == {"one"}
+
+
+# Under load the writer thread lets a batch gather for up to the commit delay.
+
+
+async def gathering(group: GroupCommit) -> None:
+    """Until the writer thread waits for its batch to fill."""
+    while not group._gathering:
+        await asyncio.sleep(0.001)
+
+
+def test_a_busy_writer_lets_the_next_batch_gather(writer: Engine) -> None:
+    group = GroupCommit(writer.begin, commit_delay=0.5)
+    commits = commits_of(writer)
+
+    async def main() -> list[str]:
+        assert await group.submit(insert("first")) == "first"  # idle: committed alone
+        # Within two delays of that commit the writer is busy: what comes within the delay
+        # joins the same batch.
+        second = asyncio.create_task(group.submit(insert("second")))
+        await asyncio.sleep(0.05)
+        third = asyncio.create_task(group.submit(insert("third")))
+        return list(await asyncio.gather(second, third))
+
+    assert asyncio.run(main()) == ["second", "third"]
+    assert names(writer) == {"first", "second", "third"}
+    assert len(commits) == 2  # "first", then "second" and "third" together
+    group.close()
+
+
+def test_an_idle_writer_commits_at_once(writer: Engine) -> None:
+    group = GroupCommit(writer.begin, commit_delay=30)
+
+    async def main() -> str:
+        return await asyncio.wait_for(group.submit(insert("lone")), timeout=5)
+
+    assert asyncio.run(main()) == "lone"  # a 30 s delay would have raised TimeoutError
+    group.close()
+
+
+def test_a_full_batch_does_not_wait_out_the_delay(writer: Engine) -> None:
+    group = GroupCommit(writer.begin, max_batch=3, commit_delay=30)
+    commits = commits_of(writer)
+
+    async def main() -> list[str]:
+        await group.submit(insert("first"))
+        first_of_batch = asyncio.create_task(group.submit(insert("a")))
+        await asyncio.wait_for(gathering(group), timeout=5)
+        rest = [asyncio.create_task(group.submit(insert(name))) for name in ("b", "c")]
+        return list(await asyncio.wait_for(asyncio.gather(first_of_batch, *rest), timeout=5))
+
+    assert asyncio.run(main()) == ["a", "b", "c"]
+    assert len(commits) == 2
+    group.close()
+
+
+def test_close_commits_a_gathering_batch_at_once(writer: Engine) -> None:
+    group = GroupCommit(writer.begin, commit_delay=30)
+
+    async def main() -> str:
+        await group.submit(insert("first"))
+        waiting = asyncio.create_task(group.submit(insert("queued")))
+        await asyncio.wait_for(gathering(group), timeout=5)
+        await asyncio.wait_for(asyncio.to_thread(group.close), timeout=5)
+        return await waiting
+
+    assert asyncio.run(main()) == "queued"
+    assert names(writer) == {"first", "queued"}
+
+
+def test_a_thread_leading_its_own_batch_does_not_wait(writer: Engine) -> None:
+    group = GroupCommit(writer.begin, commit_delay=30)
+    group.run(insert("first"))
+    second = threading.Thread(target=group.run, args=(insert("second"),))
+    second.start()
+    second.join(timeout=5)
+    assert not second.is_alive()  # led at once by its own thread: no commit delay
+    assert names(writer) == {"first", "second"}
