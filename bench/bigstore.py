@@ -52,7 +52,9 @@ def subject_of(index: int) -> str:
     return f"CN=device-{index:07d}.bench.example,O=Bench Fleet {index % 97}"
 
 
-def _rows(ca: CertificateAuthority, start: int, count: int, every_revoked: int) -> list[dict]:
+def _rows(
+    ca: CertificateAuthority, start: int, count: int, every_revoked: int
+) -> list[dict[str, object]]:
     now = datetime.now(UTC)
     _, cert = make_leaf(ca.issuing_key, ca.issuing, f"batch-{start}")  # type: ignore[arg-type]
     der = cert.public_bytes(serialization.Encoding.DER)
@@ -184,6 +186,7 @@ def operator_times(data_dir: Path, needle: str, runs: int = 5) -> OperatorTimes:
     finally:
         store.close()
     last = records[-1]
+    assert last is not None  # forced: a CRL is signed every time
     return OperatorTimes(
         list_cli_ms=1000 * statistics.median(wall for wall, _ in list_cli),
         list_cli_cpu_ms=1000 * statistics.median(cpu for _, cpu in list_cli),

@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "floor" in args.parts:
             modes = [mode for mode in args.modes if mode in FLOOR_MODES]
-            rows = measure_floor(directory, modes, args.clients, args.duration, progress)
-            table = floor_table(rows)
+            floor_rows = measure_floor(directory, modes, args.clients, args.duration, progress)
+            table = floor_table(floor_rows)
             print(table)
             update_results(
                 args.results,
@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                 "mode. Server CPU from /proc as in the matrix.\n\n" + table,
             )
         if "instructions" in args.parts:
-            rows = measure_instructions(directory, args.modes, args.instruction_count, progress)
-            table = instructions_table(rows)
+            counts = measure_instructions(directory, args.modes, args.instruction_count, progress)
+            table = instructions_table(counts)
             print(table)
             update_results(
                 args.results,
@@ -174,10 +174,10 @@ def main(argv: list[str] | None = None) -> int:
                 capture_output=True,
                 text=True,
             ).stdout.strip()
-            rows = compare(
+            comparisons = compare(
                 revision, args.modes, args.clients, args.pairs, args.burst, directory, progress
             )
-            table = comparison_table(rows)
+            table = comparison_table(comparisons)
             print(table)
             update_results(
                 args.results,
