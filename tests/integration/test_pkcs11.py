@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +31,7 @@ from tests.esthttp import request
 from tests.estserver import EstServer, init_instance, start_server
 from tests.integration.test_ocsp import openssl_ocsp, post, request_der, write_pem
 from tests.revocation import Enrolled, enroll, estkit, failed, fetch_crl, ok
-from tests.softhsm import SoftHsm, session_token
+from tests.softhsm import PIN, SO_PIN, SoftHsm, session_token
 
 
 @pytest.fixture(scope="module")
@@ -282,3 +283,44 @@ def test_responder_renewal_in_the_token_keeps_two_keys(token_server, hsm, tmp_pa
 
 def _key_id(cert: x509.Certificate) -> bytes:
     return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+
+
+LATE_TOKEN = """
+import os, subprocess, sys, threading, time
+from pathlib import Path
+from estkit.authority.token import find_softhsm_module, open_token
+from estkit.authority.token_settings import TokenSettings
+
+directory, pin, so_pin = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+(directory / "tokens").mkdir()
+conf = directory / "softhsm2.conf"
+conf.write_text(f"directories.tokendir = {directory / 'tokens'}\\nobjectstore.backend = file\\n")
+os.environ["SOFTHSM2_CONF"] = str(conf)
+pin_file = directory / "pin"
+pin_file.write_text(pin)
+pin_file.chmod(0o600)
+
+def init_later():
+    time.sleep(0.3)
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "late",
+                    "--pin", pin, "--so-pin", so_pin], check=True, capture_output=True)
+
+threading.Thread(target=init_later).start()
+token = open_token(TokenSettings(find_softhsm_module(), pin_file=pin_file), "late")
+with token.session() as session:
+    print("found", session.token.label)
+"""
+
+
+def test_a_token_missing_for_a_moment_is_looked_for_again(hsm, tmp_path):
+    """The module's token list is loaded again while a labelled token is missing: here the
+    token appears 0.3 s after the first look (in a process of its own: the module reads
+    its configuration once per process)."""
+    found = subprocess.run(
+        [sys.executable, "-c", LATE_TOKEN, str(tmp_path), PIN, SO_PIN],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "found late"

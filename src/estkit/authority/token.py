@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,6 +78,13 @@ _RSA_MECHANISMS = {
 }
 
 
+TOKEN_LOOKUPS = 5
+"""Looks for a token by its label, with the module's token list loaded again in between,
+before the token is called missing.  SoftHSM2 once listed none of its tokens in one of two
+worker processes that loaded it at the same moment (the other found it), which stopped the
+whole server; a token that really is not there costs a second longer to report."""
+_LOOKUP_PAUSE = 0.25
+
 _SESSION_LOST = (
     DeviceRemoved,
     SessionClosed,
@@ -127,6 +135,19 @@ def open_token(settings: TokenSettings, label: str) -> Token:
         return token
 
 
+def _find_token(library: Pkcs11Library, label: str) -> pkcs11.Token:
+    """The token labelled so; NoSuchToken after TOKEN_LOOKUPS tries (see there).  Loading
+    the list again (C_Finalize, C_Initialize) ends this process's other sessions, which
+    reopen on their next use; it happens only while a token is missing."""
+    for _ in range(TOKEN_LOOKUPS - 1):
+        try:
+            return library.get_token(token_label=label)
+        except pkcs11.NoSuchToken:
+            time.sleep(_LOOKUP_PAUSE)
+            library.reinitialize()
+    return library.get_token(token_label=label)
+
+
 def _describe(exc: PKCS11Error) -> str:
     return str(exc) or type(exc).__name__
 
@@ -160,7 +181,7 @@ class Token:
         library = _library(self.settings.module)
         self._keys.clear()
         try:
-            token = library.get_token(token_label=self.label)
+            token = _find_token(library, self.label)
         except pkcs11.NoSuchToken:
             labels = sorted({t.label for t in library.get_tokens()})
             known = ", ".join(repr(label) for label in labels) or "none"
