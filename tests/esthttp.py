@@ -8,13 +8,18 @@ import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import AttributeOID, NameOID
 
 from estkit.wire.pkcs7 import load_certs_only
+
+if TYPE_CHECKING:
+    from tests.estserver import EstServer
 
 
 @dataclass
@@ -124,7 +129,7 @@ def _complete(data: bytes) -> bool:
 KeyType = str
 
 
-def new_key(key_type: KeyType = "ec-p256"):
+def new_key(key_type: KeyType = "ec-p256") -> CertificateIssuerPrivateKeyTypes:
     if key_type == "ec-p256":
         return ec.generate_private_key(ec.SECP256R1())
     if key_type == "ec-p384":
@@ -138,7 +143,7 @@ def new_key(key_type: KeyType = "ec-p256"):
 
 def make_csr(
     cn: str | None = "device-1",
-    key=None,
+    key: CertificateIssuerPrivateKeyTypes | None = None,
     sans: list[x509.GeneralName] | None = None,
     challenge_password: str | None = None,
     subject: x509.Name | None = None,
@@ -167,7 +172,9 @@ def b64(der: bytes) -> bytes:
 PKCS10 = {"Content-Type": "application/pkcs10"}
 
 
-def write_pair(directory: Path, name: str, key, cert: x509.Certificate) -> tuple[Path, Path]:
+def write_pair(
+    directory: Path, name: str, key: CertificateIssuerPrivateKeyTypes, cert: x509.Certificate
+) -> tuple[Path, Path]:
     """Write key (PKCS#8 PEM) and certificate (PEM) files for a TLS client."""
     key_path = directory / f"{name}.key"
     cert_path = directory / f"{name}.pem"
@@ -190,7 +197,12 @@ def issued(reply: Reply) -> x509.Certificate:
 
 
 def enroll_with_cert(
-    server, operation: str, der: bytes, cert_path: Path, key_path: Path, label: str | None = None
+    server: EstServer,
+    operation: str,
+    der: bytes,
+    cert_path: Path,
+    key_path: Path,
+    label: str | None = None,
 ) -> Reply:
     """POST a CSR to simpleenroll or simplereenroll over mutual TLS on a fresh connection."""
     return request(
@@ -204,7 +216,9 @@ def enroll_with_cert(
     )
 
 
-def enroll_basic(server, der: bytes, label: str | None, user: str, password: str) -> Reply:
+def enroll_basic(
+    server: EstServer, der: bytes, label: str | None, user: str, password: str
+) -> Reply:
     """POST a CSR to simpleenroll with HTTP Basic on a fresh connection."""
     return request(
         f"{server.est_url(label)}/simpleenroll",

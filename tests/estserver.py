@@ -20,7 +20,9 @@ READY = re.compile(r"serving EST on (https://[^/]+)/")
 HTTP_READY = re.compile(r"CA certificates over HTTP on (http://[^/]+)/")
 
 
-def run_estkit(*args: str, stdin: str | None = None, check: bool = True, env=None):
+def run_estkit(
+    *args: str, stdin: str | None = None, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*ESTKIT, *args],
         input=stdin,
@@ -44,7 +46,7 @@ def init_instance(directory: Path, extra_toml: str = "", *init_args: str) -> Pat
 @dataclass
 class EstServer:
     data_dir: Path
-    process: subprocess.Popen
+    process: subprocess.Popen[str]
     url: str = ""
     http_url: str = ""
     log_path: Path = field(default_factory=Path)
@@ -65,7 +67,13 @@ class EstServer:
         config = load_config(self.data_dir)
         return Store(config.store_url)
 
-    def add_user(self, name: str, labels=(), once: bool = False, password: str | None = None):
+    def add_user(
+        self,
+        name: str,
+        labels: Sequence[str] = (),
+        once: bool = False,
+        password: str | None = None,
+    ) -> str:
         """Add a Basic user straight into the instance's store; returns the password."""
         secret = password or f"pw-{name}-{os.urandom(6).hex()}"
         store = self.store()

@@ -7,12 +7,15 @@ from datetime import UTC, datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+)
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
 def make_ca(
-    cn: str, crl_sign: bool = True, key=None
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    cn: str, crl_sign: bool = True, key: CertificateIssuerPrivateKeyTypes | None = None
+) -> tuple[CertificateIssuerPrivateKeyTypes, x509.Certificate]:
     """A self-signed CA made here, not this instance's: for key (an RSA one, say), by default a
     new EC P-256 key."""
     key = key or ec.generate_private_key(ec.SECP256R1())
@@ -48,8 +51,11 @@ def make_ca(
 
 
 def make_leaf(
-    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, cn: str, key=None
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    ca_key: CertificateIssuerPrivateKeyTypes,
+    ca_cert: x509.Certificate,
+    cn: str,
+    key: CertificateIssuerPrivateKeyTypes | None = None,
+) -> tuple[CertificateIssuerPrivateKeyTypes, x509.Certificate]:
     """A client certificate (clientAuth) for key (a new P-256 key by default), signed by ca_key."""
     key = key or ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)

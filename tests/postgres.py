@@ -46,7 +46,7 @@ def fresh_database() -> Iterator[str]:
             )
 
 
-def rows(url: str, query: str, *params: object) -> list[tuple]:
+def rows(url: str, query: str, *params: object) -> list[tuple[object, ...]]:
     """The rows of one query, read straight from the database (not through estkit)."""
     with psycopg.connect(url) as connection:
         return connection.execute(query, params).fetchall()
