@@ -102,7 +102,8 @@ def _work_floor_answer(config: Config, data_dir: Path) -> Handler:
 
     from estkit.authority.ca import load_pem_certificates
     from estkit.authority.keys import load_private_key
-    from estkit.wire.base64body import decode_body, encode_body
+    from estkit.server.routes import CERTS_ONLY_TYPE, base64_response
+    from estkit.wire.base64body import decode_body
     from estkit.wire.pkcs7 import certs_only
 
     assert isinstance(config.issuing_key, Path)
@@ -130,13 +131,7 @@ def _work_floor_answer(config: Config, data_dir: Path) -> Handler:
         store.execute("BEGIN IMMEDIATE")
         store.execute("INSERT INTO issued VALUES (?, ?)", record)
         store.execute("COMMIT")
-        return web.Response(
-            body=encode_body(certs_only([cert])),
-            headers={
-                "Content-Type": "application/pkcs7-mime; smime-type=certs-only",
-                "Content-Transfer-Encoding": "base64",
-            },
-        )
+        return base64_response(certs_only([cert]), CERTS_ONLY_TYPE)
 
     return answer
 

@@ -13,7 +13,7 @@ TITLES = {
     "matrix": "Enrollment matrix",
     "memory": "Memory: idle connections and long runs",
     "bigstore": "Large store: 1,000,000 certificate records",
-    "floor": "Floor: TLS and HTTP without estkit",
+    "floor": "Floors: TLS and HTTP alone, and the work no enrollment can skip",
     "instructions": "Instructions per enrollment (callgrind)",
     "compare": "This tree against a revision (paired ratios)",
 }

@@ -87,8 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--burst", type=float, default=1.5, help="compare: seconds per burst")
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = parser.parse_args(argv)
-    if "all" in args.parts:
-        args.parts = list(PARTS)
+    if "all" in args.parts:  # with any extra part asked for beside it
+        args.parts = [*PARTS, *(part for part in args.parts if part in EXTRA_PARTS)]
     return args
 
 
