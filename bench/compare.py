@@ -76,6 +76,7 @@ def compare(
     burst: float,
     directory: Path,
     progress: Callable[[str], None],
+    workers: int = 1,
 ) -> list[Comparison]:
     with contextlib.ExitStack() as stack:
         baseline_source = stack.enter_context(worktree(revision, directory))
@@ -83,9 +84,9 @@ def compare(
         for name, source in (("baseline", baseline_source), ("current", None)):
             with importing_from(source):
                 data_dir = stack.enter_context(fresh_instance(directory / name, "sqlite"))
-                server = start_server(data_dir)
+                server = start_server(data_dir, workers=workers)
             stack.callback(server.stop)
-            targets.append(Target.prepare(server, "sqlite", 1, data_dir, clients))
+            targets.append(Target.prepare(server, "sqlite", workers, data_dir, clients))
         results = []
         for mode in modes:
             for target in targets:  # warm up: first-use imports and caches

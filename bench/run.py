@@ -85,11 +85,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--pairs", type=int, default=16, help="compare: bursts per version")
     parser.add_argument("--burst", type=float, default=1.5, help="compare: seconds per burst")
+    parser.add_argument(
+        "--compare-workers", type=int, default=1, help="compare: worker processes per server"
+    )
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = parser.parse_args(argv)
     if "all" in args.parts:  # with any extra part asked for beside it
         args.parts = [*PARTS, *(part for part in args.parts if part in EXTRA_PARTS)]
     return args
+
+
+def workers_text(workers: int) -> str:
+    return "one worker" if workers == 1 else f"{workers} workers"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +182,14 @@ def main(argv: list[str] | None = None) -> int:
                 text=True,
             ).stdout.strip()
             comparisons = compare(
-                revision, args.modes, args.clients, args.pairs, args.burst, directory, progress
+                revision,
+                args.modes,
+                args.clients,
+                args.pairs,
+                args.burst,
+                directory,
+                progress,
+                args.compare_workers,
             )
             table = comparison_table(comparisons)
             print(table)
@@ -183,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.results,
                 "compare",
                 f"{stamp()} {load}. This tree against {revision}, both serving at once "
-                f"(SQLite, one worker each); per mode {args.pairs} pairs of {args.burst:g} s "
+                f"(SQLite, {workers_text(args.compare_workers)} each); per mode {args.pairs} "
+                f"pairs of {args.burst:g} s "
                 "closed-loop bursts, alternating between the two (order flipped every pair). "
                 "Ratio: this tree's server CPU per enrollment over the baseline's, per pair "
                 "(bench/compare.py).\n\n" + table,

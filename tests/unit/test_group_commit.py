@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from estkit.store import group_commit
-from estkit.store.database import _engines
+from estkit.store.database import LoopWriter, _engines
 from estkit.store.group_commit import GroupCommit
 
 
@@ -159,7 +159,39 @@ def test_many_threads_all_get_their_rows_durably(writer: Engine) -> None:
     assert 1 <= len(commits) <= 200
 
 
-# Coroutines: jobs led by the writer thread, resolved with one wake-up of the loop per batch.
+# Coroutines: jobs led by the writer thread, or run on their event loop and committed on the
+# writer thread (SQLite's begin_on_loop), resolved with one wake-up of the loop per batch.
+
+WRITER = "estkit-group-commit"
+
+
+class Groups:
+    """GroupCommits whose coroutines' batches the writer thread leads, or their event loop."""
+
+    def __init__(self, writer: Engine, leads: str) -> None:
+        self.writer = writer
+        self.loop_writer = None
+        if leads == "event-loop":
+            self.loop_writer = LoopWriter(writer.url.render_as_string(False), 5.0)
+
+    def make(self, **options) -> GroupCommit:  # type: ignore[no-untyped-def]
+        begin_on_loop = None if self.loop_writer is None else self.loop_writer.begin
+        return GroupCommit(self.writer.begin, begin_on_loop=begin_on_loop, **options)
+
+    def commits(self) -> list[int]:
+        """Commits from now on, by either connection."""
+        counted = commits_of(self.writer)
+        if self.loop_writer is not None:
+            event.listen(self.loop_writer._engine, "commit", lambda _c: counted.append(1))
+        return counted
+
+
+@pytest.fixture(params=["writer-thread", "event-loop"])
+def groups(request: pytest.FixtureRequest, writer: Engine) -> Iterator[Groups]:
+    made = Groups(writer, request.param)
+    yield made
+    if made.loop_writer is not None:
+        made.loop_writer.close()
 
 
 def submit_behind_a_held_batch(group: GroupCommit, jobs: list, waiting: int) -> list:  # type: ignore[type-arg]
@@ -186,10 +218,10 @@ def submit_behind_a_held_batch(group: GroupCommit, jobs: list, waiting: int) -> 
 
 
 def test_coroutines_share_one_commit_and_one_wake_up(
-    writer: Engine, monkeypatch: pytest.MonkeyPatch
+    groups: Groups, writer: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    group = GroupCommit(writer.begin)
-    commits = commits_of(writer)
+    group = groups.make()
+    commits = groups.commits()
     wake_ups: list[int] = []
     resolve = group_commit._resolve
     monkeypatch.setattr(
@@ -203,8 +235,8 @@ def test_coroutines_share_one_commit_and_one_wake_up(
     group.close()
 
 
-def test_a_coroutine_job_that_fails_gets_its_own_exception(writer: Engine) -> None:
-    group = GroupCommit(writer.begin)
+def test_a_coroutine_job_that_fails_gets_its_own_exception(groups: Groups, writer: Engine) -> None:
+    group = groups.make()
     group.run(insert("taken"))
     results = submit_behind_a_held_batch(
         group, [insert("a"), insert("taken"), insert("b")], waiting=3
@@ -215,9 +247,9 @@ def test_a_coroutine_job_that_fails_gets_its_own_exception(writer: Engine) -> No
     group.close()
 
 
-def test_threads_and_coroutines_together_all_get_their_rows(writer: Engine) -> None:
-    group = GroupCommit(writer.begin)
-    commits = commits_of(writer)
+def test_threads_and_coroutines_together_all_get_their_rows(groups: Groups, writer: Engine) -> None:
+    group = groups.make()
+    commits = groups.commits()
 
     async def coroutines() -> list[str]:
         return list(await asyncio.gather(*(group.submit(insert(f"c{i}")) for i in range(200))))
@@ -257,8 +289,10 @@ def test_a_cancelled_coroutine_still_has_its_job_committed(writer: Engine) -> No
     group.close()
 
 
-def test_close_stops_the_writer_thread_and_refuses_more_work(writer: Engine) -> None:
-    group = GroupCommit(writer.begin)
+def test_close_stops_the_writer_thread_and_refuses_more_work(
+    groups: Groups, writer: Engine
+) -> None:
+    group = groups.make()
     assert asyncio.run(group.submit(insert("one"))) == "one"
     thread = group._writer
     assert thread is not None and thread.is_alive()
@@ -269,7 +303,7 @@ def test_close_stops_the_writer_thread_and_refuses_more_work(writer: Engine) -> 
     assert names(writer) == {"one"}
 
 
-# Under load the writer thread lets a batch gather for up to the commit delay.
+# Under load the writer thread, or the event loop, lets a batch gather for up to the delay.
 
 
 async def gathering(group: GroupCommit) -> None:
@@ -278,9 +312,9 @@ async def gathering(group: GroupCommit) -> None:
         await asyncio.sleep(0.001)
 
 
-def test_a_busy_writer_lets_the_next_batch_gather(writer: Engine) -> None:
-    group = GroupCommit(writer.begin, commit_delay=0.5)
-    commits = commits_of(writer)
+def test_a_busy_writer_lets_the_next_batch_gather(groups: Groups, writer: Engine) -> None:
+    group = groups.make(commit_delay=0.5)
+    commits = groups.commits()
 
     async def main() -> list[str]:
         assert await group.submit(insert("first")) == "first"  # idle: committed alone
@@ -297,8 +331,8 @@ def test_a_busy_writer_lets_the_next_batch_gather(writer: Engine) -> None:
     group.close()
 
 
-def test_an_idle_writer_commits_at_once(writer: Engine) -> None:
-    group = GroupCommit(writer.begin, commit_delay=30)
+def test_an_idle_writer_commits_at_once(groups: Groups) -> None:
+    group = groups.make(commit_delay=30)
 
     async def main() -> str:
         return await asyncio.wait_for(group.submit(insert("lone")), timeout=5)
@@ -307,9 +341,9 @@ def test_an_idle_writer_commits_at_once(writer: Engine) -> None:
     group.close()
 
 
-def test_a_full_batch_does_not_wait_out_the_delay(writer: Engine) -> None:
-    group = GroupCommit(writer.begin, max_batch=3, commit_delay=30)
-    commits = commits_of(writer)
+def test_a_full_batch_does_not_wait_out_the_delay(groups: Groups) -> None:
+    group = groups.make(max_batch=3, commit_delay=30)
+    commits = groups.commits()
 
     async def main() -> list[str]:
         await group.submit(insert("first"))
@@ -323,8 +357,8 @@ def test_a_full_batch_does_not_wait_out_the_delay(writer: Engine) -> None:
     group.close()
 
 
-def test_close_commits_a_gathering_batch_at_once(writer: Engine) -> None:
-    group = GroupCommit(writer.begin, commit_delay=30)
+def test_close_commits_a_gathering_batch_at_once(groups: Groups, writer: Engine) -> None:
+    group = groups.make(commit_delay=30)
 
     async def main() -> str:
         await group.submit(insert("first"))
@@ -337,6 +371,20 @@ def test_close_commits_a_gathering_batch_at_once(writer: Engine) -> None:
     assert names(writer) == {"first", "queued"}
 
 
+def test_close_commits_a_batch_whose_event_loop_has_stopped(groups: Groups, writer: Engine) -> None:
+    group = groups.make(commit_delay=30)
+
+    async def main() -> None:
+        await group.submit(insert("first"))
+        asyncio.create_task(group.submit(insert("orphaned")))  # noqa: RUF006
+        await asyncio.wait_for(gathering(group), timeout=5)
+        # asyncio.run now cancels the waiting task and closes the loop
+
+    asyncio.run(main())
+    group.close()
+    assert names(writer) == {"first", "orphaned"}
+
+
 def test_a_thread_leading_its_own_batch_does_not_wait(writer: Engine) -> None:
     group = GroupCommit(writer.begin, commit_delay=30)
     group.run(insert("first"))
@@ -345,3 +393,105 @@ def test_a_thread_leading_its_own_batch_does_not_wait(writer: Engine) -> None:
     second.join(timeout=5)
     assert not second.is_alive()  # led at once by its own thread: no commit delay
     assert names(writer) == {"first", "second"}
+
+
+# SQLite: a coroutine's batch runs on its event loop, never waiting for the database there.
+
+
+def recorded(name: str, threads: list[threading.Thread], parent: int | None = None):  # type: ignore[no-untyped-def]
+    """insert(name), noting the thread it ran on."""
+
+    def work(connection: Connection) -> str:
+        threads.append(threading.current_thread())
+        return insert(name, parent)(connection)
+
+    return work
+
+
+def test_a_batch_runs_on_its_event_loop_and_commits_on_the_writer_thread(
+    writer: Engine,
+) -> None:
+    groups = Groups(writer, "event-loop")
+    group = groups.make()
+    assert groups.loop_writer is not None
+    ran_on: list[threading.Thread] = []
+    committed_on: list[str] = []
+    event.listen(
+        groups.loop_writer._engine,
+        "commit",
+        lambda _c: committed_on.append(threading.current_thread().name),
+    )
+
+    async def main() -> tuple[list[str], threading.Thread]:
+        jobs = (group.submit(recorded(f"c{i}", ran_on)) for i in range(5))
+        return list(await asyncio.gather(*jobs)), threading.current_thread()
+
+    results, loop_thread = asyncio.run(main())
+    assert results == [f"c{i}" for i in range(5)]
+    assert names(writer) == {f"c{i}" for i in range(5)}
+    assert set(ran_on) == {loop_thread}
+    assert committed_on and set(committed_on) == {WRITER}
+    group.close()
+    groups.loop_writer.close()
+
+
+def test_the_event_loop_never_waits_for_a_write_lock_held_elsewhere(writer: Engine) -> None:
+    groups = Groups(writer, "event-loop")
+    group = groups.make()
+    ran_on: list[threading.Thread] = []
+    holder = writer.connect()
+    held = holder.begin()  # BEGIN IMMEDIATE: the write lock, as another process might hold it
+
+    async def main() -> tuple[str, float]:
+        job = asyncio.create_task(group.submit(recorded("waited", ran_on)))
+        started = time.monotonic()
+        for _ in range(20):  # the loop goes on while the job waits for the lock
+            await asyncio.sleep(0.005)
+        ticking = time.monotonic() - started
+        assert not job.done()
+        await asyncio.to_thread(held.rollback)
+        return await asyncio.wait_for(job, timeout=5), ticking
+
+    result, ticking = asyncio.run(main())
+    assert result == "waited"
+    assert ticking < 2  # not the five seconds of the busy timeout
+    assert [thread.name for thread in ran_on] == [WRITER]  # the writer thread waited instead
+    assert names(writer) == {"waited"}
+    holder.close()
+    group.close()
+    assert groups.loop_writer is not None
+    groups.loop_writer.close()
+
+
+def test_a_failed_commit_of_a_loops_batch_fails_every_job_and_the_next_batch_commits(
+    groups: Groups, writer: Engine
+) -> None:
+    group = groups.make()
+
+    async def main() -> tuple[list[object], str]:
+        # The deferred foreign key is checked at COMMIT, on the writer thread.
+        jobs = [insert("a"), insert("orphan", parent=99), insert("b")]
+        failed = await asyncio.gather(*(group.submit(j) for j in jobs), return_exceptions=True)
+        return failed, await group.submit(insert("after"))
+
+    failed, after = asyncio.run(main())
+    assert all(isinstance(result, IntegrityError) for result in failed)
+    assert after == "after"
+    assert names(writer) == {"after"}
+    group.close()
+
+
+def test_a_loops_job_may_not_write_through_the_group_again(groups: Groups, writer: Engine) -> None:
+    group = groups.make()
+
+    def nested(connection: Connection) -> None:
+        group.run(insert("inner"))
+
+    async def main() -> str:
+        with pytest.raises(RuntimeError, match="must use the connection it was given"):
+            await group.submit(nested)
+        return await group.submit(insert("outer"))
+
+    assert asyncio.run(main()) == "outer"
+    assert names(writer) == {"outer"}
+    group.close()

@@ -21,6 +21,7 @@ SQLAlchemy's per-call execution machinery costs several times what SQLite spends
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,13 +29,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
-from sqlalchemy import Connection, Dialect, Engine, Select, Table, create_engine, event, insert
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Engine,
+    RootTransaction,
+    Select,
+    Table,
+    create_engine,
+    event,
+    insert,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import ClauseElement
 
 from estkit.store import migrate
-from estkit.store.group_commit import GroupCommit
+from estkit.store.group_commit import GroupCommit, LoopTransaction
 from estkit.store.unavailable import StoreUnavailable
 
 T = TypeVar("T")
@@ -119,6 +130,78 @@ def _engines(url: str, busy_timeout: float) -> tuple[Engine, Engine]:
         driver_execute(connection, "BEGIN").close()
 
     return writer, reader
+
+
+class LoopWriter:
+    """SQLite: the write connection whose transactions event loops begin (GroupCommit's
+    ``begin_on_loop``).  It issues BEGIN IMMEDIATE with a busy timeout of zero, so that a
+    write lock held by another connection or process is an answer (None), never a wait; the
+    engine has no BEGIN listener, so SQLAlchemy's own begin adds no statement."""
+
+    def __init__(self, url: str, busy_timeout: float) -> None:
+        connect_args = {"check_same_thread": False, "timeout": busy_timeout}
+        self._engine = create_engine(url, connect_args=connect_args)
+        event.listen(self._engine, "connect", _sqlite_pragmas(int(busy_timeout * 1000)))
+        event.listen(self._engine, "connect", _never_wait)
+        self._connection: Connection | None = None
+
+    def begin(self) -> LoopTransaction | None:
+        """A write transaction begun at once, or None while the write lock is held."""
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = self._engine.connect()
+        try:
+            driver_execute(connection, "BEGIN IMMEDIATE").close()
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+                return None
+            self.discard()
+            raise
+        return _SqliteLoopTransaction(connection.begin(), self.discard)
+
+    def discard(self) -> None:
+        """Drop the connection after a failure: SQLite keeps a transaction open after some
+        failed COMMITs (a deferred constraint), so it is closed rather than returned to the
+        pool; a new one is made on next use."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.invalidate()
+            connection.close()
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+        self._engine.dispose()
+
+
+def _never_wait(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA busy_timeout = 0").close()
+
+
+@dataclass
+class _SqliteLoopTransaction:
+    transaction: RootTransaction
+    discard: Callable[[], None]
+    """After a failed commit or rollback: the connection's state is unknown."""
+
+    @property
+    def connection(self) -> Connection:
+        return self.transaction.connection
+
+    def commit(self) -> None:
+        try:
+            self.transaction.commit()
+        except BaseException:
+            self.discard()
+            raise
+
+    def rollback(self) -> None:
+        try:
+            self.transaction.rollback()
+        except BaseException:
+            self.discard()
+            raise
 
 
 def driver_execute(connection: Connection, sql: str, parameters: Any = ()) -> Any:
@@ -294,10 +377,17 @@ class Database:
         self._held_connections: list[Connection] = []
         self._held_lock = threading.Lock()
         self._batch_connection: Connection | None = None
-        self._group = GroupCommit(self._batch if self.local_reads else self._writer.begin)
+        self._loop_writer: LoopWriter | None = None
+        if self.local_reads:
+            self._loop_writer = LoopWriter(url, busy_timeout)
+            self._group = GroupCommit(self._batch, begin_on_loop=self._loop_writer.begin)
+        else:
+            self._group = GroupCommit(self._writer.begin)
 
     def close(self) -> None:
         self._group.close()
+        if self._loop_writer is not None:
+            self._loop_writer.close()
         with self._held_lock:
             held, self._held_connections = self._held_connections, []
         if self._batch_connection is not None:
