@@ -13,6 +13,7 @@ from pathlib import Path
 
 from estkit.authority.accounts import Accounts
 from estkit.config import load_config
+from estkit.server.log_output import FLUSH_INTERVAL
 from estkit.store import Store
 
 ESTKIT = [sys.executable, "-m", "estkit"]
@@ -94,6 +95,10 @@ class EstServer:
         return self._shared_user
 
     def log(self) -> str:
+        """The server's log so far.  A running server writes the lines it logged on its
+        event loop up to FLUSH_INTERVAL later (server/log_output.py): wait that out."""
+        if self.process.poll() is None:
+            time.sleep(4 * FLUSH_INTERVAL)
         return self.log_path.read_text() if self.log_path.exists() else ""
 
     def stop(self) -> None:

@@ -26,6 +26,7 @@ from estkit.cli.db import DEFAULT_STORE_URL, check_new_database, create_sqlite_f
 from estkit.cli.instance_access import instance_config, instance_store
 from estkit.config import CONFIG_NAME, default_config_text
 from estkit.server import event_loop
+from estkit.server.log_output import BatchedStreamHandler
 from estkit.server.runner import Listening, serve, with_overrides
 from estkit.server.supervisor import StartupFailed, default_workers, run_workers
 from estkit.store import AuditEvent
@@ -167,7 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # The pid tells the lines of `serve --workers` workers (and their supervisor) apart.
     logging.basicConfig(
         level=logging.INFO,
-        stream=sys.stderr,
+        handlers=[BatchedStreamHandler(sys.stderr)],
         format="%(asctime)s [%(process)d] %(name)s %(message)s",
     )
     workers: int = args.workers or default_workers()
