@@ -190,15 +190,14 @@ class _SqliteLoopTransaction:
         return self.transaction.connection
 
     def commit(self) -> None:
-        try:
-            self.transaction.commit()
-        except BaseException:
-            self.discard()
-            raise
+        self._end(self.transaction.commit)
 
     def rollback(self) -> None:
+        self._end(self.transaction.rollback)
+
+    def _end(self, end: Callable[[], None]) -> None:
         try:
-            self.transaction.rollback()
+            end()
         except BaseException:
             self.discard()
             raise

@@ -18,15 +18,16 @@ Two kinds of callers:
   by a single wake-up of that loop.  A hand-off between threads costs far more CPU than the
   SQL of an enrollment, so this is what lets a busy server pay it per batch, not per job.
 
-On SQLite (``begin_on_loop``) a coroutines' batch runs on their own event loop, and only its
-commit is the writer thread's.  The statements of a batch are tens of microseconds of work
-on a local file, but each time the writer thread comes back from a wait (for work, for a
-batch to gather, for the disk) it has to win the GIL from the busy event loop, and those
-hand-overs cost more CPU than the statements: a keep-alive enrollment cost about 13% more
-server CPU with its batch on the writer thread (bench/RESULTS.md, session 8).  The loop never
-waits for the database: its transaction begins only if the write lock is free at once
-(another process or connection may hold it), and otherwise the writer thread leads the
-batch and waits for the lock, as it does on PostgreSQL, whose statements are round trips.
+On SQLite (``begin_on_loop``) a batch of coroutines' jobs runs on their own event loop,
+and only its commit is the writer thread's.  The statements of a batch are tens of
+microseconds of work on a local file, but each time the writer thread comes back from a
+wait (for work, for a batch to gather, for the disk) it has to win the GIL from the busy
+event loop, and those hand-overs cost more CPU than the statements: a keep-alive enrollment
+cost 10 to 13% more server CPU with its batch on the writer thread (bench/RESULTS.md,
+session 8).  The loop never waits for the database: its transaction begins only if the
+write lock is free at once (another process or connection may hold it), and otherwise the
+writer thread leads the batch and waits for the lock, as it does on PostgreSQL, whose
+statements are round trips.
 
 Under load the batch gathers before it runs (``COMMIT_DELAY``), on the writer thread or the
 event loop, as PostgreSQL's ``commit_delay`` and MySQL's ``binlog_group_commit_sync_delay``
