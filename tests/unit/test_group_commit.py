@@ -467,16 +467,11 @@ def test_a_failed_commit_of_a_loops_batch_fails_every_job_and_the_next_batch_com
     groups: Groups, writer: Engine
 ) -> None:
     group = groups.make()
-
-    async def main() -> tuple[list[object], str]:
-        # The deferred foreign key is checked at COMMIT, on the writer thread.
-        jobs = [insert("a"), insert("orphan", parent=99), insert("b")]
-        failed = await asyncio.gather(*(group.submit(j) for j in jobs), return_exceptions=True)
-        return failed, await group.submit(insert("after"))
-
-    failed, after = asyncio.run(main())
+    # The deferred foreign key is checked at COMMIT, on the writer thread.
+    jobs = [insert("a"), insert("orphan", parent=99), insert("b")]
+    failed = submit_behind_a_held_batch(group, jobs, waiting=3)
     assert all(isinstance(result, IntegrityError) for result in failed)
-    assert after == "after"
+    assert asyncio.run(group.submit(insert("after"))) == "after"
     assert names(writer) == {"after"}
     group.close()
 
