@@ -1,8 +1,8 @@
 """The server's log output: lines logged on an event loop are written in batches.
 
 Every request logs a line (the access log).  Writing each line as it is logged costs the
-stream's own Python work and a system call, which gives up the GIL for the store's writer
-thread to take; kept for at most ``FLUSH_INTERVAL`` and written together, as nginx's
+stream's own Python work and a system call, which gives up the GIL; kept for at most
+``FLUSH_INTERVAL`` and written together, as nginx's
 ``access_log ... buffer= flush=`` and Envoy's access log flush interval do, the lines cost 4%
 less server CPU per keep-alive enrollment (bench/RESULTS.md, session 8).  Lines logged
 anywhere else (start-up, shutdown, other threads, the supervisor) are written at once, after
