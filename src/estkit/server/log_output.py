@@ -1,14 +1,13 @@
 """The server's log output: lines logged on an event loop are written in batches.
 
 Every request logs a line (the access log).  Writing each line as it is logged costs the
-stream's own Python work and a system call, which gives up the GIL; kept for at most
-``FLUSH_INTERVAL`` and written together, as nginx's
-``access_log ... buffer= flush=`` and Envoy's access log flush interval do, the lines cost 4%
-less server CPU per keep-alive enrollment (bench/RESULTS.md, session 8).  Lines logged
-anywhere else (start-up, shutdown, other threads, the supervisor) are written at once, after
-whatever is kept, so the order of lines is the order they were logged in.  A process killed
-outright loses at most the last ``FLUSH_INTERVAL`` of lines; ``logging.shutdown`` (an orderly
-exit) and a fork write them.
+stream's own Python work and a system call, which gives up the GIL.  Kept for at most
+``FLUSH_INTERVAL`` and written together, as nginx's ``access_log ... buffer= flush=`` and
+Envoy's access log flush interval do, the lines cost 4% less server CPU per keep-alive
+enrollment (bench/RESULTS.md, session 8).  Lines logged anywhere else (start-up, shutdown,
+other threads, the supervisor) are written at once, after whatever is kept, so the order of
+lines is the order they were logged in.  A process killed outright loses at most the last
+``FLUSH_INTERVAL`` of lines; ``logging.shutdown`` (an orderly exit) and a fork write them.
 """
 
 from __future__ import annotations
