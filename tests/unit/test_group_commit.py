@@ -476,6 +476,39 @@ def test_a_failed_commit_of_a_loops_batch_fails_every_job_and_the_next_batch_com
     group.close()
 
 
+class Abort(BaseException):
+    """Not an Exception: what a job's ``except Exception`` would not catch."""
+
+
+def test_a_job_that_raises_a_base_exception_fails_and_the_group_goes_on(
+    groups: Groups, writer: Engine
+) -> None:
+    group = groups.make()
+
+    def aborting(connection: Connection) -> None:
+        insert("gone")(connection)
+        raise Abort
+
+    async def main() -> str:
+        with pytest.raises(Abort):
+            await asyncio.wait_for(group.submit(aborting), timeout=5)
+        return await asyncio.wait_for(group.submit(insert("after")), timeout=5)
+
+    loop_errors: list[object] = []
+
+    def run_main() -> str:
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
+        try:
+            return loop.run_until_complete(main())
+        finally:
+            loop.close()
+
+    assert run_main() == "after"
+    assert names(writer) == {"after"}
+    group.close()
+
+
 def test_a_loops_job_may_not_write_through_the_group_again(groups: Groups, writer: Engine) -> None:
     group = groups.make()
 

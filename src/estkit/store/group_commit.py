@@ -295,7 +295,12 @@ class GroupCommit:
             if successor.ready is not None:
                 successor.ready.set()
             return
-        transaction, jobs = self._run_on_loop(batch)
+        try:
+            transaction, jobs = self._run_on_loop(batch)
+        except BaseException as exc:  # not a job's refusal: the batch fails, the lead moves on
+            _fail([job for job in batch if job.error is None], exc)
+            self._finish(batch)
+            raise
         if transaction is None and jobs:  # the write lock is busy: the writer waits for it
             with self._lock:
                 self._queue[:0] = jobs
@@ -325,7 +330,12 @@ class GroupCommit:
                     return None, []
                 if transaction is None:
                     return None, jobs
-                refused = _run_jobs(jobs, transaction.connection)
+                try:
+                    refused = _run_jobs(jobs, transaction.connection)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        transaction.rollback()
+                    raise
                 if refused is None:
                     return transaction, jobs
                 try:
