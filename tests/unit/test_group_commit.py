@@ -463,6 +463,31 @@ def test_the_event_loop_never_waits_for_a_write_lock_held_elsewhere(writer: Engi
     groups.loop_writer.close()
 
 
+def test_the_event_loop_tries_again_while_the_write_lock_is_briefly_held(
+    writer: Engine,
+) -> None:
+    groups = Groups(writer, "event-loop")
+    group = groups.make(busy_retries=40, busy_delay=0.05)
+    ran_on: list[threading.Thread] = []
+    holder = writer.connect()
+    held = holder.begin()
+
+    async def main() -> tuple[str, threading.Thread]:
+        job = asyncio.create_task(group.submit(recorded("retried", ran_on)))
+        await asyncio.sleep(0.12)  # a few of the loop's tries find the lock held
+        assert not job.done()
+        held.rollback()
+        return await asyncio.wait_for(job, timeout=5), threading.current_thread()
+
+    result, loop_thread = asyncio.run(main())
+    assert result == "retried"
+    assert ran_on == [loop_thread]  # run on the loop once the lock was free, not handed over
+    holder.close()
+    group.close()
+    assert groups.loop_writer is not None
+    groups.loop_writer.close()
+
+
 def test_a_failed_commit_of_a_loops_batch_fails_every_job_and_the_next_batch_commits(
     groups: Groups, writer: Engine
 ) -> None:

@@ -25,9 +25,9 @@ wait (for work, for a batch to gather, for the disk) it has to win the GIL from 
 event loop, and those hand-overs cost more CPU than the statements: a keep-alive enrollment
 cost 10 to 13% more server CPU with its batch on the writer thread (bench/RESULTS.md,
 session 8).  The loop never waits for the database: its transaction begins only if the
-write lock is free at once (another process or connection may hold it), and otherwise the
-writer thread leads the batch and waits for the lock, as it does on PostgreSQL, whose
-statements are round trips.
+write lock is free at once (another process or connection may hold it); otherwise the loop
+tries again a few times (``BUSY_RETRIES``) and then the writer thread leads the batch and
+waits for the lock, as it does on PostgreSQL, whose statements are round trips.
 
 Under load the batch gathers before it runs (``COMMIT_DELAY``), on the writer thread or the
 event loop, as PostgreSQL's ``commit_delay`` and MySQL's ``binlog_group_commit_sync_delay``
@@ -64,6 +64,14 @@ thread: three to four jobs per commit instead of one, about a quarter less serve
 enrollment and more enrollments per second (bench/RESULTS.md, session 7).  With batches on
 the event loop (session 8) about two jobs per commit; 2 ms gave 14% less CPU per enrollment
 but 27% fewer enrollments per second with that few clients."""
+
+
+BUSY_RETRIES = 3
+BUSY_DELAY = 0.001
+"""While another process holds the write lock (with several workers on one SQLite file, its
+commit and fsync), an event loop tries again this many times this many seconds apart before
+the writer thread takes the batch: about a third of the loops' attempts found the lock held
+with two workers, and the writer thread's batches cost more CPU."""
 
 
 class LoopTransaction(Protocol):
@@ -109,12 +117,18 @@ class GroupCommit:
         max_batch: int = MAX_BATCH,
         commit_delay: float = COMMIT_DELAY,
         begin_on_loop: BeginOnLoop | None = None,
+        busy_retries: int = BUSY_RETRIES,
+        busy_delay: float = BUSY_DELAY,
     ) -> None:
         """``begin`` opens a batch's transaction on the thread that leads it;
         ``begin_on_loop``, where given, lets coroutines' batches run on their event loop
-        (their jobs must then never block: SQL on a local file)."""
+        (their jobs must then never block: SQL on a local file), trying ``busy_retries``
+        times ``busy_delay`` apart while the write lock is held elsewhere."""
         self._begin = begin
         self._begin_on_loop = begin_on_loop
+        self._busy_retries = busy_retries
+        self._busy_delay = busy_delay
+        self._busy_tries = 0
         self._max_batch = max_batch
         self._commit_delay = commit_delay
         self._last_commit_end = -float("inf")
@@ -301,12 +315,20 @@ class GroupCommit:
             _fail([job for job in batch if job.error is None], exc)
             self._finish(batch)
             raise
-        if transaction is None and jobs:  # the write lock is busy: the writer waits for it
+        if transaction is None and jobs:  # the write lock is busy
             with self._lock:
                 self._queue[:0] = jobs
-                self._wake_writer()
+                if self._busy_tries < self._busy_retries and not self._closed:
+                    # Another process is committing: try again in a moment, on the loop.
+                    self._busy_tries += 1
+                    self._loop_lead = loop
+                    self._loop_timer = loop.call_later(self._busy_delay, self._lead_on_loop)
+                else:  # held for longer: the writer thread waits for it
+                    self._busy_tries = 0
+                    self._wake_writer()
             _settle([job for job in batch if job not in jobs])
             return
+        self._busy_tries = 0
         if transaction is None:  # every job refused or failed: nothing to commit
             self._finish(batch)
             return
