@@ -106,6 +106,15 @@ def _postgresql_engine(url: URL, busy_timeout: float) -> Engine:
     return engine
 
 
+def _sqlite_engine(url: str, busy_timeout: float) -> Engine:
+    """An engine whose connections may be used by any thread (one at a time) and run in WAL
+    mode with the durability pragmas."""
+    connect_args = {"check_same_thread": False, "timeout": busy_timeout}
+    engine = create_engine(url, connect_args=connect_args)
+    event.listen(engine, "connect", _sqlite_pragmas(int(busy_timeout * 1000)))
+    return engine
+
+
 def _engines(url: str, busy_timeout: float) -> tuple[Engine, Engine]:
     """(writer, reader) engines; on SQLite the writer takes the write lock up front."""
     parsed = driver_url(url)
@@ -115,11 +124,7 @@ def _engines(url: str, busy_timeout: float) -> tuple[Engine, Engine]:
     if parsed.get_backend_name() != "sqlite":
         engine = create_engine(parsed, pool_pre_ping=True)
         return engine, engine
-    connect_args = {"check_same_thread": False, "timeout": busy_timeout}
-    writer = create_engine(url, connect_args=connect_args)
-    reader = create_engine(url, connect_args=connect_args)
-    for engine in (writer, reader):
-        event.listen(engine, "connect", _sqlite_pragmas(int(busy_timeout * 1000)))
+    writer, reader = _sqlite_engine(url, busy_timeout), _sqlite_engine(url, busy_timeout)
 
     @event.listens_for(writer, "begin")
     def _begin_immediate(connection: Connection) -> None:
@@ -139,9 +144,7 @@ class LoopWriter:
     engine has no BEGIN listener, so SQLAlchemy's own begin adds no statement."""
 
     def __init__(self, url: str, busy_timeout: float) -> None:
-        connect_args = {"check_same_thread": False, "timeout": busy_timeout}
-        self._engine = create_engine(url, connect_args=connect_args)
-        event.listen(self._engine, "connect", _sqlite_pragmas(int(busy_timeout * 1000)))
+        self._engine = _sqlite_engine(url, busy_timeout)
         event.listen(self._engine, "connect", _never_wait)
         self._connection: Connection | None = None
 

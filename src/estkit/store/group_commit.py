@@ -272,9 +272,8 @@ class GroupCommit:
         with self._lock:
             if self._loop_lead is not loop:
                 return
-            waited = time.monotonic() - self._last_commit_end
             if (
-                waited < 2 * self._commit_delay
+                self._busy(time.monotonic())
                 and len(self._queue) < self._max_batch
                 and not self._closed
             ):
@@ -365,11 +364,7 @@ class GroupCommit:
                 except Exception as exc:
                     _fail(jobs, exc)
                     return None, []
-                if _is_store_failure(refused.error):
-                    _fail(jobs, refused.error)
-                    return None, []
-                _fail([refused.job], refused.error)
-                jobs = [job for job in jobs if job is not refused.job]
+                jobs = _after_refusal(jobs, refused)
             return None, []
         finally:
             self._inside.batch = False
@@ -383,11 +378,15 @@ class GroupCommit:
         finally:
             self._finish(batch)
 
+    def _busy(self, now: float) -> bool:
+        """The previous commit ended less than two commit delays ago: a batch may gather."""
+        return now - self._last_commit_end < 2 * self._commit_delay
+
     def _gather(self) -> None:
         """When busy, wait up to the commit delay for the batch to fill (COMMIT_DELAY says
         why); the lock is held, and given up while waiting."""
         now = time.monotonic()
-        if now - self._last_commit_end >= 2 * self._commit_delay:
+        if not self._busy(now):
             return
         deadline = now + self._commit_delay
         self._gathering = True
@@ -401,8 +400,7 @@ class GroupCommit:
             self._gathering = False
 
     def _lead(self) -> None:
-        """Commit one batch, then pass the lead on: to the next job's thread if a thread
-        waits for it, to the writer thread for a coroutine's job, or give it up."""
+        """Commit one batch, then pass the lead on (``_finish``)."""
         with self._lock:
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
@@ -435,13 +433,9 @@ class GroupCommit:
                 if refused is not None:
                     raise refused
         except _JobRefused as refused:
-            if _is_store_failure(refused.error):
-                _fail(batch, refused.error)  # the database itself: no point retrying here
-            else:
-                _fail([refused.job], refused.error)
-                others = [job for job in batch if job is not refused.job]
-                if others:
-                    self._commit(others)
+            others = _after_refusal(batch, refused)
+            if others:
+                self._commit(others)
         except BaseException as exc:  # begin or commit failed: nothing was written
             _fail(batch, exc)
         finally:
@@ -463,6 +457,16 @@ def _run_jobs(jobs: list[_Job], connection: Connection) -> _JobRefused | None:
         except Exception as exc:
             return _JobRefused(job, exc)
     return None
+
+
+def _after_refusal(jobs: list[_Job], refused: _JobRefused) -> list[_Job]:
+    """The jobs to run again, without the one that refused (which gets its error); none when
+    the database itself failed (every job gets that error: no point retrying here)."""
+    if _is_store_failure(refused.error):
+        _fail(jobs, refused.error)
+        return []
+    _fail([refused.job], refused.error)
+    return [job for job in jobs if job is not refused.job]
 
 
 def _is_store_failure(error: Exception) -> bool:
