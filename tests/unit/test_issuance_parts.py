@@ -1,6 +1,7 @@
 """What an enrollment works out once and reuses: a CSR's parsed parts and signature check
-(wire/csr.py), the record of a certificate from what built it (authority/service.py), and the
-store record a renewal's label check shares with certificate_anchor."""
+(wire/csr.py), the key identifier and the extensions encoded once (authority/issue.py), the
+record of a certificate from what built it (authority/service.py), and the store record a
+renewal's label check shares with certificate_anchor."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from estkit.authority.ca import CertificateAuthority
 from estkit.authority.checks import check_signature
@@ -20,6 +23,7 @@ from estkit.authority.issue import (
     IssuedCertificate,
     PublicUrls,
     build_certificate,
+    key_identifier,
     validity_window,
 )
 from estkit.authority.profile import parse_profile
@@ -27,6 +31,7 @@ from estkit.authority.request import EnrollmentRequest
 from estkit.authority.service import Authority, certificate_record
 from estkit.errors import BadCsrSignature, Forbidden, ServiceUnavailable
 from estkit.wire.csr import csr_facts, load_csr
+from estkit.wire.der import assemble_signed, der_elements
 from tests.esthttp import make_csr, new_key
 from tests.pki import make_ca, make_leaf
 
@@ -72,6 +77,71 @@ def test_a_bad_signature_stays_refused_after_load_csr() -> None:
         check_signature(request, parse_profile("", {}))
 
 
+def signed_csr(key_type: str, hash_algorithm: hashes.HashAlgorithm | None) -> bytes:
+    key = new_key(key_type)
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dev")])
+    )
+    return builder.sign(key, hash_algorithm).public_bytes(Encoding.DER)
+
+
+@pytest.mark.parametrize(
+    ("key_type", "hash_algorithm"),
+    [
+        ("ec-p256", hashes.SHA256()),
+        ("ec-p256", hashes.SHA384()),
+        ("ec-p384", hashes.SHA512()),
+        ("ec-p256", hashes.SHA224()),  # not in the fast path: cryptography checks it
+        ("rsa-2048", hashes.SHA256()),
+        ("ed25519", None),
+    ],
+    ids=["p256-sha256", "p256-sha384", "p384-sha512", "p256-sha224", "rsa", "ed25519"],
+)
+@pytest.mark.parametrize("tampered", [False, True], ids=["intact", "tampered"])
+def test_the_signature_check_agrees_with_cryptography(
+    key_type: str, hash_algorithm: hashes.HashAlgorithm | None, tampered: bool
+) -> None:
+    """ECDSA signatures are checked with the key already parsed; the answer must be
+    cryptography's own for every algorithm, valid or not."""
+    der = bytearray(signed_csr(key_type, hash_algorithm))
+    if tampered:
+        der[-1] ^= 0x01  # inside the signature
+    csr = x509.load_der_x509_csr(bytes(der))
+    assert csr_facts(csr).signature_valid is csr.is_signature_valid is not tampered
+
+
+def test_a_signature_over_other_bytes_is_refused() -> None:
+    """A valid signature by the same key, but over another request: not proof of possession."""
+    key = new_key()
+    first = x509.load_der_x509_csr(make_csr("first", key=key)[1])
+    second = x509.load_der_x509_csr(make_csr("second", key=key)[1])
+    spliced = assemble_signed(
+        first.tbs_certrequest_bytes,
+        der_elements(second.public_bytes(Encoding.DER))[1],
+        second.signature,
+    )
+    csr = x509.load_der_x509_csr(spliced)
+    assert csr_facts(csr).signature_valid is csr.is_signature_valid is False
+
+
+@pytest.mark.parametrize("key_type", ["ec-p256", "ec-p384", "rsa-2048", "ed25519"])
+def test_the_subject_key_identifier_is_rfc_5280_method_1(
+    ca: CertificateAuthority, key_type: str
+) -> None:
+    """Taken from the encoded key, it equals cryptography's ``from_public_key``."""
+    key = new_key(key_type).public_key()
+    expected = x509.SubjectKeyIdentifier.from_public_key(key).digest
+    assert key_identifier(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)) == (
+        expected
+    )
+    csr = load_csr(make_csr("dev")[1])
+    issued = build_certificate(
+        ca, csr, parse_profile("", {}), 0x1234, datetime.now(UTC), URLS, public_key=key
+    )
+    extension = issued.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    assert extension.value.digest == issued.subject_key_id == expected
+
+
 @pytest.mark.parametrize("key_type", ["ec-p256", "ec-p384", "rsa-2048", "ed25519"])
 @pytest.mark.parametrize(("cn", "sans"), [("dev", None), ("dev", SANS), (None, SANS)])
 @pytest.mark.parametrize("server_key", [False, True])
@@ -109,6 +179,19 @@ def test_a_certificate_has_its_extensions_in_order_and_its_validity_in_utc(
         (x509.ExtendedKeyUsage, False),
         (x509.SubjectAlternativeName, False),
     ]
+    values = {type(e.value): e.value for e in cert.extensions}
+    assert values[x509.BasicConstraints] == x509.BasicConstraints(ca=False, path_length=None)
+    assert values[x509.KeyUsage].digital_signature
+    assert not values[x509.KeyUsage].key_encipherment  # an EC key
+    assert values[x509.AuthorityKeyIdentifier].key_identifier == bytes.fromhex(ca.issuing_id)
+    [point] = values[x509.CRLDistributionPoints]
+    assert point.full_name == [x509.UniformResourceIdentifier(URLS.crl(ca.issuing_id))]
+    assert [access.access_location.value for access in values[x509.AuthorityInformationAccess]] == [
+        URLS.ocsp(),
+        URLS.ca_certificate(ca.issuing_id),
+    ]
+    assert list(values[x509.ExtendedKeyUsage]) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert list(values[x509.SubjectAlternativeName]) == SANS[:2]
     assert cert.issuer == ca.issuing.subject
     assert (cert.not_valid_before_utc, cert.not_valid_after_utc) == validity_window(
         ca, profile, now

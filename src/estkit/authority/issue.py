@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +20,7 @@ from estkit.authority.profile import Profile
 from estkit.authority.signing import sign_builder
 from estkit.errors import ServiceUnavailable
 from estkit.wire.csr import csr_facts
+from estkit.wire.der import subject_public_key
 
 CLOCK_SKEW_ALLOWANCE = timedelta(minutes=5)
 """notBefore is backdated this much so devices with slightly slow clocks accept the cert."""
@@ -138,6 +141,20 @@ def _extension(value: x509.ExtensionType, critical: bool = False) -> x509.Extens
     return x509.Extension(value.oid, critical, value)
 
 
+def _encoded(value: x509.ExtensionType, critical: bool = False) -> x509.Extension[Any]:
+    """The extension with its value encoded once, by cryptography (``public_bytes``): the
+    builder copies the bytes of an UnrecognizedExtension instead of reading the Python
+    objects again for every certificate, and the certificate's DER is the same."""
+    return x509.Extension(
+        value.oid, critical, x509.UnrecognizedExtension(value.oid, value.public_bytes())
+    )
+
+
+@functools.cache
+def _extended_key_usage(oids: tuple[x509.ObjectIdentifier, ...]) -> x509.Extension[Any]:
+    return _encoded(x509.ExtendedKeyUsage(list(oids)))
+
+
 @dataclass(frozen=True)
 class _IssuerParts:
     """What every certificate of one issuing CA, key kind and set of URLs shares: built
@@ -163,12 +180,19 @@ def _issuer_parts(ca: CertificateAuthority, urls: PublicUrls, is_rsa: bool) -> _
             issuing=ca.issuing,
             name=ca.issuing.subject,
             leading=(
-                _extension(x509.BasicConstraints(ca=False, path_length=None), critical=True),
-                _extension(_key_usage(is_rsa), critical=True),
+                _encoded(x509.BasicConstraints(ca=False, path_length=None), critical=True),
+                _encoded(_key_usage(is_rsa), critical=True),
             ),
-            trailing=tuple(map(_extension, _issuer_extensions(ca.issuing_id, urls))),
+            trailing=tuple(map(_encoded, _issuer_extensions(ca.issuing_id, urls))),
         )
     return parts
+
+
+def key_identifier(spki: bytes) -> bytes:
+    """RFC 5280 §4.2.1.2 method (1), the SHA-1 of the subjectPublicKey bits, taken from the
+    SubjectPublicKeyInfo already encoded (what ``SubjectKeyIdentifier.from_public_key``
+    computes after encoding the key again)."""
+    return hashlib.sha1(subject_public_key(spki), usedforsecurity=False).digest()
 
 
 def _naive_utc(moment: datetime) -> datetime:
@@ -197,12 +221,12 @@ def build_certificate(
     else:
         spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     subject = facts.subject
-    key_id = x509.SubjectKeyIdentifier.from_public_key(public_key)
+    key_id = key_identifier(spki)
     parts = _issuer_parts(ca, urls, isinstance(public_key, rsa.RSAPublicKey))
-    extensions = [*parts.leading, _extension(key_id), *parts.trailing]
+    extensions = [*parts.leading, _encoded(x509.SubjectKeyIdentifier(key_id)), *parts.trailing]
     eku_oids = profile.eku_oids
     if eku_oids:
-        extensions.append(_extension(x509.ExtendedKeyUsage(list(eku_oids))))
+        extensions.append(_extended_key_usage(eku_oids))
     sans = requested_sans(csr)
     if sans:
         # RFC 5280 §4.2.1.6: with an empty subject the SAN extension must be critical.
@@ -217,4 +241,4 @@ def build_certificate(
         extensions=extensions,
     )
     cert = sign_builder(builder, ca.issuing_key)
-    return IssuedCertificate(cert, spki, tuple(sans), key_id.digest, facts.subject_text)
+    return IssuedCertificate(cert, spki, tuple(sans), key_id, facts.subject_text)

@@ -2,9 +2,10 @@
 a SEQUENCE, and the outer structure of a signed certificate or CRL.
 
 Used where a library has no API for it: to sign a certificate's or a CRL's TBS bytes in a
-PKCS#11 token and put the result together (authority/signing.py), and to find the key in a
-CSR exactly as sent (wire/csr.py).  Inputs have been parsed as strict DER by cryptography
-first, so the lengths are well formed; single-byte tags only.
+PKCS#11 token and put the result together (authority/signing.py), to find the key in a CSR
+exactly as sent (wire/csr.py), and to take a key identifier's bits from a
+SubjectPublicKeyInfo already encoded (authority/issue.py).  Inputs have been parsed as strict
+DER by cryptography first, so the lengths are well formed; single-byte tags only.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ def content_bounds(der: bytes, offset: int) -> tuple[int, int]:
         length = int.from_bytes(der[start : start + size], "big")
         start += size
     return start, start + length
+
+
+def subject_public_key(spki: bytes) -> bytes:
+    """The key bits of a DER SubjectPublicKeyInfo, ``SEQUENCE { algorithm, BIT STRING }``
+    (RFC 5280 §4.1), without the BIT STRING's unused-bits octet."""
+    algorithm, _ = content_bounds(spki, 0)
+    _, key = content_bounds(spki, algorithm)
+    bits, end = content_bounds(spki, key)
+    return spki[bits + 1 : end]
 
 
 def der_elements(der: bytes) -> list[bytes]:
