@@ -90,6 +90,16 @@ def user_rows(directory: Path) -> dict[str, sqlite3.Row]:
         connection.close()
 
 
+def issued_to(directory: Path, user: str) -> int:
+    """How many certificates the store records for a Basic user."""
+    connection = sqlite3.connect(directory / "estkit.db")
+    try:
+        query = "SELECT count(*) FROM certificates WHERE requester = ?"
+        return int(connection.execute(query, (f"user:{user}",)).fetchone()[0])
+    finally:
+        connection.close()
+
+
 def listing(directory: Path) -> dict[str, list[str]]:
     """`estkit user list` parsed into {name: [labels, once, state, created]}."""
     result = ok(estkit("user", "list", "--dir", str(directory)))
@@ -354,16 +364,27 @@ def test_user_add_refuses_unknown_label_duplicates_and_bad_names(est_server):
 
 
 def test_user_remove(est_server):
+    """The server remembers a verified account (Accounts.recall), yet its secret stops
+    working at once when another process removes or replaces it."""
     directory = est_server.data_dir
     secret = user_add(directory, "cli-gone")
     assert enroll(est_server, "cli-gone", secret).status == 200
+    assert enroll(est_server, "cli-gone", secret).status == 200  # recalled from memory
+    assert issued_to(directory, "cli-gone") == 2
     result = ok(estkit("user", "remove", "--dir", str(directory), "cli-gone"))
     assert "cli-gone removed" in result.stdout
     assert "cli-gone" not in user_rows(directory)
     assert "cli-gone" not in listing(directory)
-    reply = enroll(est_server, "cli-gone", secret)
-    assert reply.status == 401
-    assert reply.headers["WWW-Authenticate"] == 'Basic realm="estkit"'
+    for _ in range(2):  # refused in the issuing transaction, then by the store's read
+        reply = enroll(est_server, "cli-gone", secret)
+        assert reply.status == 401
+        assert reply.text.strip().endswith("wrong user name or password")
+        assert reply.headers["WWW-Authenticate"] == 'Basic realm="estkit"'
+    assert issued_to(directory, "cli-gone") == 2
+    new_secret = user_add(directory, "cli-gone")  # the same name, a new secret
+    assert enroll(est_server, "cli-gone", secret).status == 401
+    assert enroll(est_server, "cli-gone", new_secret).status == 200
+    ok(estkit("user", "remove", "--dir", str(directory), "cli-gone"))
     result = estkit("user", "remove", "--dir", str(directory), "cli-gone")
     assert result.returncode != 0
     assert "no user 'cli-gone'" in result.stderr

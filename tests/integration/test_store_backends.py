@@ -19,6 +19,7 @@ from estkit.store import (
     Store,
     StoreUnavailable,
     TooManyOpenRequests,
+    UserChanged,
     UserExists,
     UserRecord,
 )
@@ -46,7 +47,7 @@ def certificate(
     )
 
 
-def record(store: Store, writing: str, record: CertificateRecord, **options: str) -> None:
+def record(store: Store, writing: str, record: CertificateRecord, **options: object) -> None:
     """Record a certificate from a thread (record_certificate) or from a coroutine
     (record_certificate_async, committed by the group's writer thread)."""
     if writing == "thread":
@@ -90,6 +91,33 @@ def test_a_refused_write_is_not_taken_for_a_collision(store, store_url, writing)
     with pytest.raises(OnceSecretConsumed):
         record(store, writing, certificate("02"), consume_once_user="once")
     assert store.certificate("02") is None
+
+
+@pytest.mark.parametrize("writing", WRITING)
+def test_a_recalled_account_is_confirmed_in_the_issuing_transaction(store, writing):
+    """The account an enrollment was authenticated as from memory must still be stored as it
+    was when the certificate is committed: removed, or removed and added again (a new
+    secret), it is refused with UserChanged and nothing is written."""
+    account = UserRecord(name="dev", secret_hash="h1", labels=("iot",), once=False, created_at=T0)
+    store.add_user(account)
+    record(store, writing, certificate("01"), account=account)
+    assert store.certificate("01") is not None
+    store.remove_user("dev")
+    with pytest.raises(UserChanged):
+        record(store, writing, certificate("02"), account=account)
+    replaced = UserRecord(name="dev", secret_hash="h2", labels=("iot",), once=False, created_at=T0)
+    store.add_user(replaced)
+    with pytest.raises(UserChanged):
+        record(store, writing, certificate("03"), account=account)
+    with pytest.raises(UserChanged):
+        store.confirm_user(account)
+    relabelled = UserRecord(name="dev", secret_hash="h2", labels=None, once=False, created_at=T0)
+    with pytest.raises(UserChanged):
+        record(store, writing, certificate("04"), account=relabelled)
+    assert [store.certificate(s) for s in ("02", "03", "04")] == [None, None, None]
+    record(store, writing, certificate("05"), account=replaced)
+    store.confirm_user(replaced)
+    assert store.certificate("05") is not None
 
 
 def test_hot_reads_see_every_commit_at_once(store, store_url):

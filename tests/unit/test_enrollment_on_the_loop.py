@@ -15,7 +15,7 @@ from argon2 import PasswordHasher
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from estkit.authority.accounts import Accounts, HashCheckNeeded
+from estkit.authority.accounts import AccountChanged, Accounts, HashCheckNeeded
 from estkit.authority.ca import CertificateAuthority
 from estkit.authority.identity import Channel, Identity
 from estkit.authority.request import EnrollmentRequest
@@ -24,7 +24,7 @@ from estkit.config import ServerSettings
 from estkit.errors import ApprovalPending, AuthenticationRequired
 from estkit.server.auth import BasicCredentials
 from estkit.server.context import ServerContext
-from estkit.server.routes import identify_soon
+from estkit.server.routes import enroll_recalled, identify_soon
 from estkit.wire.csr import load_csr
 from tests.esthttp import make_csr
 from tests.pki import make_ca
@@ -143,3 +143,69 @@ def test_a_request_that_awaits_approval_is_queued_from_a_thread(
         on_a_loop(lambda: authority.enroll_async(basic_request("approved")))
     assert len(queued) == 1 and queued[0] != threading.current_thread().name
     assert authority.store.certificates() == []
+
+
+def recalled_request(context: ServerContext, label: str = "") -> EnrollmentRequest:
+    identity = context.accounts.recall("dev", "s3cret-enough")
+    assert identity.account is not None
+    return EnrollmentRequest(
+        label=label, csr=load_csr(make_csr("dev")[1]), identity=identity, channel=NO_TLS
+    )
+
+
+def test_an_account_verified_lately_is_recalled_without_reading_the_store(
+    context: ServerContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    accounts = context.accounts
+    accounts.add("dev", "s3cret-enough", ["iot"], once=False, actor="test")
+    accounts.add("boot", "one-time-secret", None, once=True, actor="test")
+    with pytest.raises(HashCheckNeeded):  # never read nor verified in this process
+        accounts.recall("dev", "s3cret-enough")
+    assert accounts.authenticate("dev", "s3cret-enough") is not None
+    assert accounts.authenticate("boot", "one-time-secret") is not None
+    reads = threads_of(monkeypatch, context.authority.store, "user")
+    identity = accounts.recall("dev", "s3cret-enough")
+    assert (identity.name, identity.labels, identity.once) == ("dev", ("iot",), False)
+    assert identity.account == context.authority.store.user("dev")
+    assert len(reads) == 1  # only the comparison's own read above
+    for name, secret in [("dev", "wrong"), ("boot", "one-time-secret"), ("nobody", "x")]:
+        with pytest.raises(HashCheckNeeded):  # a wrong secret, a one-time account, a stranger
+            accounts.recall(name, secret)
+    accounts.forget("dev")
+    with pytest.raises(HashCheckNeeded):
+        accounts.recall("dev", "s3cret-enough")
+
+
+@pytest.mark.parametrize("path", ["loop", "thread", "approval"])
+def test_a_recalled_account_removed_meanwhile_gets_nothing(
+    context: ServerContext, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """Removed between its recall and the commit (another process's ``estkit user remove``):
+    401 as for a wrong secret, on the loop's path, a slow key's thread, or the approval queue;
+    nothing is issued or queued."""
+    accounts, authority = context.accounts, context.authority
+    accounts.add("dev", "s3cret-enough", None, once=False, actor="test")
+    assert accounts.authenticate("dev", "s3cret-enough") is not None
+    cert, _ = on_a_loop(lambda: authority.enroll_async(recalled_request(context)))
+    assert authority.store.certificate(format(cert.serial_number, "x")) is not None
+    request = recalled_request(context, "approved" if path == "approval" else "")
+    if path == "thread":
+        monkeypatch.setattr(CertificateAuthority, "signs_quickly", property(lambda _: False))
+    authority.store.remove_user("dev")
+    with pytest.raises(AccountChanged, match="wrong user name or password") as refused:
+        on_a_loop(lambda: authority.enroll_async(request))
+    assert refused.value.name == "dev"
+    assert len(authority.store.certificates()) == 1
+    assert authority.store.requests() == []
+
+
+def test_an_account_found_changed_is_forgotten(context: ServerContext) -> None:
+    """Its next request reads the store, and is refused there before anything is signed."""
+    context.accounts.add("dev", "s3cret-enough", None, once=False, actor="test")
+    assert context.accounts.authenticate("dev", "s3cret-enough") is not None
+    request = recalled_request(context)
+    context.authority.store.remove_user("dev")
+    with pytest.raises(AccountChanged):
+        on_a_loop(lambda: enroll_recalled(context, request))
+    with pytest.raises(HashCheckNeeded):
+        context.accounts.recall("dev", "s3cret-enough")

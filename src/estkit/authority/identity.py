@@ -8,6 +8,8 @@ from typing import Literal
 
 from cryptography import x509
 
+from estkit.store.records import UserRecord
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 OWN_ANCHOR = "estkit"
@@ -30,6 +32,9 @@ class Identity:
     issued_on: str | None = None
     """For this CA's own certificates: the label the store records it was issued on, as
     read when the certificate was accepted (so renewal need not read the record again)."""
+    account: UserRecord | None = None
+    """For a Basic user recalled from memory (Accounts.recall): the account as it was read
+    earlier, which the transaction that issues on its authority checks is still stored."""
 
     def describe(self) -> str:
         """How the identity appears in logs and records (never a secret).

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ObjectIdentifier, SignatureAlgorithmOID
 
-from estkit.authority.accounts import ONCE_SECRET_USED
+from estkit.authority.accounts import ONCE_SECRET_USED, AccountChanged
 from estkit.authority.anchor_crl import AnchorCrl
 from estkit.authority.ca import CertificateAuthority, is_issued_by
 from estkit.authority.checks import CHECKS, same_key
@@ -28,6 +28,7 @@ from estkit.store import (
     OnceSecretConsumed,
     SerialCollision,
     Store,
+    UserChanged,
 )
 from estkit.wire.csrattrs import CsrAttribute, CsrAttrItem, oid_value
 
@@ -232,7 +233,10 @@ class Authority:
         cert, record, event = self._draft(request, profile, kind, replaces)
         try:
             await self.store.record_certificate_async(
-                record, consume_once_user=_consumed_user(request), audit=event
+                record,
+                consume_once_user=_consumed_user(request),
+                audit=event,
+                account=request.identity.account,
             )
         except SerialCollision:  # redrawn on the threaded path, which retries
             write = self._enrollment_writer(request)
@@ -241,6 +245,8 @@ class Authority:
             )
         except OnceSecretConsumed:
             raise AuthenticationRequired(ONCE_SECRET_USED) from None
+        except UserChanged as exc:
+            raise AccountChanged(str(exc)) from None
         return cert
 
     def _admit(self, request: EnrollmentRequest) -> _Admitted:
@@ -262,13 +268,22 @@ class Authority:
         # Imported here because approval builds on this module.
         from estkit.authority.approval import enroll_with_approval
 
+        account = request.identity.account
+        if account is not None:  # recalled: the request is queued only if it still stands
+            try:
+                self.store.confirm_user(account)
+            except UserChanged:
+                raise AccountChanged(account.name) from None
         return enroll_with_approval(self, request, profile)
 
     def _enrollment_writer(self, request: EnrollmentRequest) -> RecordWriter:
         consume = _consumed_user(request)
+        account = request.identity.account
 
         def write(record: CertificateRecord, event: AuditEvent) -> None:
-            self.store.record_certificate(record, consume_once_user=consume, audit=event)
+            self.store.record_certificate(
+                record, consume_once_user=consume, audit=event, account=account
+            )
 
         return write
 
@@ -294,6 +309,8 @@ class Authority:
                 continue
             except OnceSecretConsumed:
                 raise AuthenticationRequired(ONCE_SECRET_USED) from None
+            except UserChanged as exc:
+                raise AccountChanged(str(exc)) from None
             return cert, record
         raise ServiceUnavailable(
             "could not allocate a unique serial number; nothing was issued, retry later",

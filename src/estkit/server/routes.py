@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from cryptography import x509
 
-from estkit.authority.accounts import HashCheckNeeded
+from estkit.authority.accounts import WRONG_CREDENTIALS, AccountChanged, HashCheckNeeded
 from estkit.authority.checks import common_name
 from estkit.authority.identity import OWN_ANCHOR, Channel, Identity
 from estkit.authority.request import EnrollmentRequest
@@ -126,17 +128,28 @@ def identify(
             credentials.user, credentials.password, hash_allowed=hash_allowed
         )
         if user is None:
-            raise AuthenticationRequired("wrong user name or password")
+            raise AuthenticationRequired(WRONG_CREDENTIALS)
         return user, channel
     return certificate_identity(ctx, channel)
 
 
 async def identify_soon(
-    ctx: ServerContext, channel: Channel, credentials: BasicCredentials | None, renewing: bool
+    ctx: ServerContext,
+    channel: Channel,
+    credentials: BasicCredentials | None,
+    renewing: bool,
+    recall: bool = False,
 ) -> tuple[Identity, Channel]:
     """identify, on the event loop when the store's reads are local (SQLite) and the Basic
     secret's verification is remembered; otherwise on a worker thread, since a PostgreSQL
-    round trip or an argon2id check (tens of milliseconds) must not stall the loop."""
+    round trip or an argon2id check (tens of milliseconds) must not stall the loop.
+
+    ``recall``: a Basic account verified lately is taken from memory, without reading the
+    store (Accounts.recall), on either store: only for enrollment, whose issuing transaction
+    checks that the account is still stored as it was."""
+    if recall and credentials is not None and not renewing:
+        with contextlib.suppress(HashCheckNeeded):
+            return ctx.accounts.recall(credentials.user, credentials.password), channel
     if ctx.authority.store.local_reads:
         try:
             return identify(ctx, channel, credentials, renewing, hash_allowed=False)
@@ -224,7 +237,7 @@ async def _enroll(
     channel = channel_of(request)
     credentials = offered_credentials(request, channel, renewing)
     body = await read_body(request, ctx)
-    identity, checked = await identify_soon(ctx, channel, credentials, renewing)
+    identity, checked = await identify_soon(ctx, channel, credentials, renewing, recall=True)
     request[IDENTITY] = identity.describe()  # for the access log line, even on refusal
     require_content_type(request, PKCS10_TYPE)
     enrollment = EnrollmentRequest(
@@ -235,8 +248,19 @@ async def _enroll(
         renewing=identity.certificate if renewing else None,
         source=request.remote or "",
     )
-    cert = await ctx.authority.enroll_async(enrollment)
+    cert = await enroll_recalled(ctx, enrollment)
     return base64_response(certs_only([cert]), CERTS_ONLY_TYPE)
+
+
+async def enroll_recalled(ctx: ServerContext, enrollment: EnrollmentRequest) -> x509.Certificate:
+    """Authority.enroll_async for an identity that may have been recalled from memory: an
+    account found removed or replaced is forgotten, so that its next request reads the store
+    (and is refused there, before anything is signed)."""
+    try:
+        return await ctx.authority.enroll_async(enrollment)
+    except AccountChanged as changed:
+        ctx.accounts.forget(changed.name)
+        raise
 
 
 async def simpleenroll(request: web.Request, ctx: ServerContext, label: str) -> web.StreamResponse:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
         UnknownRequest,
     )
     from estkit.store.store import Store
-    from estkit.store.users import UserExists
+    from estkit.store.users import UserChanged, UserExists
 
 _LAZY = {
     "STATUSES": "certificate_listing",
@@ -56,6 +56,7 @@ _LAZY = {
     "TooManyOpenRequests": "requests",
     "UnknownRequest": "requests",
     "Store": "store",
+    "UserChanged": "users",
     "UserExists": "users",
 }
 
@@ -89,6 +90,7 @@ __all__ = [
     "TooManyOpenRequests",
     "UnknownCertificate",
     "UnknownRequest",
+    "UserChanged",
     "UserExists",
     "UserRecord",
     "certificate_status",

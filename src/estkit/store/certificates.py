@@ -14,8 +14,9 @@ from estkit.store import schema
 from estkit.store.audit import write_audit
 from estkit.store.database import Database, DriverStatement, insert_row
 from estkit.store.key_rows import write_archived_key
-from estkit.store.records import ArchivedKey, AuditEvent, CertificateRecord
+from estkit.store.records import ArchivedKey, AuditEvent, CertificateRecord, UserRecord
 from estkit.store.unavailable import StoreUnavailable
+from estkit.store.users import confirm_user
 
 # Compiled once and run on the driver: every enrollment runs these (store/database.py).
 _INSERT_CERTIFICATE = insert_row(schema.certificates)
@@ -53,6 +54,7 @@ class CertificateTable(Database):
         audit: AuditEvent | None = None,
         archived_key: ArchivedKey | None = None,
         also: Callable[[Connection], None] | None = None,
+        account: UserRecord | None = None,
     ) -> None:
         """Commit a certificate (and its audit event, and a consumed bootstrap secret) at once.
 
@@ -60,9 +62,11 @@ class CertificateTable(Database):
         ``also``: further writes that stand or fall with the certificate, run first in the
         same transaction (manual approval marks its request issued); an exception it raises
         rolls everything back and reaches the caller.
+        ``account``: the Basic account the request was authenticated as from memory
+        (Accounts); UserChanged, and nothing written, unless it is still stored as it was.
         """
         work, conflict = self._certificate_write(
-            record, consume_once_user, audit, archived_key, also
+            record, consume_once_user, audit, archived_key, also, account
         )
         self._write(work, conflict)
 
@@ -72,10 +76,13 @@ class CertificateTable(Database):
         *,
         consume_once_user: str | None = None,
         audit: AuditEvent | None = None,
+        account: UserRecord | None = None,
     ) -> None:
         """``record_certificate`` for a coroutine (the enrollment path on the event loop):
         committed with whatever else is being written at the time, and as durable."""
-        work, conflict = self._certificate_write(record, consume_once_user, audit, None, None)
+        work, conflict = self._certificate_write(
+            record, consume_once_user, audit, None, None, account
+        )
         await self._write_async(work, conflict)
 
     def _certificate_write(
@@ -85,12 +92,15 @@ class CertificateTable(Database):
         audit: AuditEvent | None,
         archived_key: ArchivedKey | None,
         also: Callable[[Connection], None] | None,
+        account: UserRecord | None,
     ) -> tuple[Callable[[Connection], None], Callable[[IntegrityError], Exception]]:
         """The transaction's work and what a constraint violation means."""
 
         def work(connection: Connection) -> None:
             if also is not None:
                 also(connection)
+            if account is not None:
+                confirm_user(connection, account)
             if consume_once_user is not None:
                 result = connection.execute(
                     update(schema.users)

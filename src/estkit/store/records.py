@@ -46,6 +46,16 @@ class UserRecord:
     created_at: datetime
     consumed_at: datetime | None = None
 
+    def same_account(self, other: UserRecord) -> bool:
+        """The same account, whether or not its one-time secret has been used since."""
+        return (self.name, self.secret_hash, self.labels, self.once, self.created_at) == (
+            other.name,
+            other.secret_hash,
+            other.labels,
+            other.once,
+            other.created_at,
+        )
+
 
 @dataclass(frozen=True)
 class AuditEvent:

@@ -22,6 +22,19 @@ class UserExists(Exception):
     """A user of that name exists already."""
 
 
+class UserChanged(Exception):
+    """The Basic account that authorized a request was removed or replaced (a new secret, new
+    labels) after its secret was checked."""
+
+
+def confirm_user(connection: Connection, account: UserRecord) -> None:
+    """In the transaction that acts on the account's authority: it must still be stored as it
+    was when its secret was checked (using up a one-time secret is checked separately)."""
+    row = _USER_BY_NAME.first(connection, {"name": account.name})
+    if row is None or not _user_record(row).same_account(account):
+        raise UserChanged(account.name)
+
+
 class UserTable(Database):
     def add_user(self, user: UserRecord, audit: AuditEvent | None = None) -> None:
         def work(connection: Connection) -> None:
@@ -42,6 +55,12 @@ class UserTable(Database):
     def user(self, name: str) -> UserRecord | None:
         row = self._read_row(_USER_BY_NAME, {"name": name})
         return None if row is None else _user_record(row)
+
+    def confirm_user(self, account: UserRecord) -> None:
+        """UserChanged unless the account is stored as it was (confirm_user, on its own)."""
+        current = self.user(account.name)
+        if current is None or not current.same_account(account):
+            raise UserChanged(account.name)
 
     def users(self) -> list[UserRecord]:
         def query(connection: Connection) -> list[UserRecord]:
