@@ -143,7 +143,9 @@ def test_enrollments_through_both_hosts_never_collide(hosts, user, database):
     assert ports == {urlsplit(server.http_url).port for server in hosts}
 
 
-def test_revocation_through_one_host_is_refused_by_the_other_at_once(hosts, user, tmp_path):
+def test_revocation_through_one_host_is_refused_by_the_other_at_once(
+    hosts, user, tmp_path, database
+):
     host_a, host_b = hosts
     key, der = make_csr("device")
     cert = issued(enroll_basic(host_a, der, None, user.name, user.password))
@@ -158,11 +160,19 @@ def test_revocation_through_one_host_is_refused_by_the_other_at_once(hosts, user
     assert refused.text.strip() == "certificate revoked"
     assert elapsed < 1.0, f"host B refused the revoked certificate only after {elapsed:.2f}s"
 
-    # A user removed on one host stops authenticating on the other too (its cached
-    # verification is keyed to the stored row, which is gone).
+    # A user removed on one host stops authenticating on the other too, also where the
+    # other recalls the account from memory: the issuing transaction finds it gone.
+    for name in ("recalled-1", "recalled-2"):
+        _, der = make_csr(name)
+        assert enroll_basic(host_b, der, None, user.name, user.password).status == 200
     assert estkit("user", "remove", "--dir", str(host_a.data_dir), user.name).returncode == 0
-    _, der = make_csr("after-removal")
-    assert enroll_basic(host_b, der, None, user.name, user.password).status == 401
+    for name in ("after-removal-1", "after-removal-2"):
+        _, der = make_csr(name)
+        refused = enroll_basic(host_b, der, None, user.name, user.password)
+        assert refused.status == 401
+        assert refused.text.strip().endswith("wrong user name or password")
+    query = "SELECT count(*) FROM certificates WHERE subject LIKE 'CN=after-removal-%%'"
+    assert rows(database, query) == [(0,)]
 
 
 def test_crl_numbers_stay_monotonic_across_hosts(hosts, user, database):

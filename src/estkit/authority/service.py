@@ -245,8 +245,8 @@ class Authority:
             )
         except OnceSecretConsumed:
             raise AuthenticationRequired(ONCE_SECRET_USED) from None
-        except UserChanged as exc:
-            raise AccountChanged(str(exc)) from None
+        except UserChanged as changed:
+            raise AccountChanged(changed.name) from None
         return cert
 
     def _admit(self, request: EnrollmentRequest) -> _Admitted:
@@ -309,8 +309,8 @@ class Authority:
                 continue
             except OnceSecretConsumed:
                 raise AuthenticationRequired(ONCE_SECRET_USED) from None
-            except UserChanged as exc:
-                raise AccountChanged(str(exc)) from None
+            except UserChanged as changed:
+                raise AccountChanged(changed.name) from None
             return cert, record
         raise ServiceUnavailable(
             "could not allocate a unique serial number; nothing was issued, retry later",

@@ -26,6 +26,10 @@ class UserChanged(Exception):
     """The Basic account that authorized a request was removed or replaced (a new secret, new
     labels) after its secret was checked."""
 
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
 
 def confirm_user(connection: Connection, account: UserRecord) -> None:
     """In the transaction that acts on the account's authority: it must still be stored as it
