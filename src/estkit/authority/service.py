@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -232,21 +233,18 @@ class Authority:
         profile, kind, replaces = admitted.profile, admitted.kind, admitted.replaces
         cert, record, event = self._draft(request, profile, kind, replaces)
         try:
-            await self.store.record_certificate_async(
-                record,
-                consume_once_user=_consumed_user(request),
-                audit=event,
-                account=request.identity.account,
-            )
+            with _account_refusals():
+                await self.store.record_certificate_async(
+                    record,
+                    consume_once_user=_consumed_user(request),
+                    audit=event,
+                    account=request.identity.account,
+                )
         except SerialCollision:  # redrawn on the threaded path, which retries
             write = self._enrollment_writer(request)
             cert, _ = await asyncio.to_thread(
                 self.sign_and_record, request, profile, kind, write, replaces=replaces
             )
-        except OnceSecretConsumed:
-            raise AuthenticationRequired(ONCE_SECRET_USED) from None
-        except UserChanged as changed:
-            raise AccountChanged(changed.name) from None
         return cert
 
     def _admit(self, request: EnrollmentRequest) -> _Admitted:
@@ -270,10 +268,8 @@ class Authority:
 
         account = request.identity.account
         if account is not None:  # recalled: the request is queued only if it still stands
-            try:
+            with _account_refusals():
                 self.store.confirm_user(account)
-            except UserChanged:
-                raise AccountChanged(account.name) from None
         return enroll_with_approval(self, request, profile)
 
     def _enrollment_writer(self, request: EnrollmentRequest) -> RecordWriter:
@@ -304,13 +300,10 @@ class Authority:
         for _ in range(SERIAL_ATTEMPTS):
             cert, record, event = self._draft(request, profile, kind, replaces, public_key, detail)
             try:
-                write(record, event)
+                with _account_refusals():
+                    write(record, event)
             except SerialCollision:
                 continue
-            except OnceSecretConsumed:
-                raise AuthenticationRequired(ONCE_SECRET_USED) from None
-            except UserChanged as changed:
-                raise AccountChanged(changed.name) from None
             return cert, record
         raise ServiceUnavailable(
             "could not allocate a unique serial number; nothing was issued, retry later",
@@ -363,6 +356,18 @@ class _Admitted:
     replaces: str | None
     """The serial of the certificate being renewed."""
     awaits_approval: bool = False
+
+
+@contextlib.contextmanager
+def _account_refusals() -> Iterator[None]:
+    """The store's refusals of the Basic account an issuance acts for, as the 401s they are:
+    a one-time secret used meanwhile, a recalled account removed or replaced meanwhile."""
+    try:
+        yield
+    except OnceSecretConsumed:
+        raise AuthenticationRequired(ONCE_SECRET_USED) from None
+    except UserChanged as changed:
+        raise AccountChanged(changed.name) from None
 
 
 def _consumed_user(request: EnrollmentRequest) -> str | None:

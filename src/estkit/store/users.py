@@ -61,10 +61,8 @@ class UserTable(Database):
         return None if row is None else _user_record(row)
 
     def confirm_user(self, account: UserRecord) -> None:
-        """UserChanged unless the account is stored as it was (confirm_user, on its own)."""
-        current = self.user(account.name)
-        if current is None or not current.same_account(account):
-            raise UserChanged(account.name)
+        """confirm_user in a read of its own (before acting on the account elsewhere)."""
+        self._read(lambda connection: confirm_user(connection, account))
 
     def users(self) -> list[UserRecord]:
         def query(connection: Connection) -> list[UserRecord]:
